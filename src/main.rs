@@ -1,1 +1,76 @@
-fn main() {}
+//! vault-token-exporter: keeps HashiCorp Vault tokens alive and tells Prometheus when each
+//! will die.
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use vault_token_exporter::{app, cli, config, demo, logging, server, signals};
+
+/// A reason to exit, with its status: 2 for bad configuration, 1 for anything else.
+struct Exit(u8, String);
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit(code, message)) => {
+            eprintln!("vault-token-exporter: error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run() -> Result<(), Exit> {
+    let cli = cli::parse(std::env::args_os());
+    logging::init(cli.log_level);
+    let config_error = |e: config::ConfigError| Exit(2, e.to_string());
+    let env = |k: &str| std::env::var(k).ok();
+    let site_auth = match &cli.web_config_file {
+        Some(path) => vault_token_exporter::web::load(path).map_err(|e| Exit(2, e.to_string()))?,
+        None => None,
+    };
+    let (demo, tokens) = if cli.demo {
+        let (demo, tokens) =
+            demo::start().map_err(|e| Exit(1, format!("cannot start the demo: {e}")))?;
+        (Some(demo), tokens)
+    } else if let Some(path) = &cli.config_file {
+        (None, config::load_file(path, &env).map_err(config_error)?)
+    } else {
+        (None, vec![config::from_env(&env).map_err(config_error)?])
+    };
+    let prepared = app::prepare(tokens).map_err(config_error)?;
+
+    let listener = server::bind(&cli.listen_address)
+        .map_err(|e| Exit(1, format!("cannot listen on {}: {e}", cli.listen_address)))?;
+    let address = listener.local_addr().map_err(|e| Exit(1, e.to_string()))?;
+    log::info!("listening on {address}");
+    if demo.is_some() {
+        log::info!(
+            "demo: point Prometheus at http://{address}{}",
+            cli.telemetry_path
+        );
+    }
+    signals::exit_on_termination().map_err(|e| Exit(1, format!("cannot handle signals: {e}")))?;
+
+    let registry = prometheus::Registry::new();
+    let collectors = collectors::collector::Collectors::new(
+        &collectors::collector::CollectorContext {
+            tokens: prepared.states.clone(),
+        },
+        &cli.collectors,
+    );
+    log::info!("collectors enabled: {}", collectors.names().join(", "));
+    registry
+        .register(Box::new(collectors))
+        .map_err(|e| Exit(1, format!("cannot register collectors: {e}")))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut site = server::Site::new(registry, cli.telemetry_path.clone(), ready.clone());
+    site.authorize = site_auth;
+    let count = prepared.states.len();
+    prepared
+        .start(Arc::new(AtomicBool::new(false)))
+        .map_err(|e| Exit(1, format!("cannot start renewal workers: {e}")))?;
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    log::info!("renewing {count} vault token(s)");
+    server::serve(listener, Arc::new(site))
+}

@@ -1,0 +1,197 @@
+//! Command-line flags, in the Prometheus exporters' dotted style (`--web.listen-address`).
+
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, Command};
+use collectors::collector::COLLECTORS;
+
+/// The parsed command line.
+#[derive(Clone, Debug)]
+pub struct Cli {
+    pub config_file: Option<PathBuf>,
+    pub listen_address: String,
+    pub telemetry_path: String,
+    pub web_config_file: Option<PathBuf>,
+    /// Names of the collectors to run.
+    pub collectors: Vec<&'static str>,
+    /// `--log.level`, when given.
+    pub log_level: Option<log::LevelFilter>,
+    pub demo: bool,
+}
+
+fn command() -> Command {
+    let mut cmd = Command::new("vault-token-exporter")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Keeps HashiCorp Vault tokens alive and exports when they will die, for Prometheus.")
+        .after_help(
+            "Without --config.file, watches one token named `default` configured as the Vault CLI is: \
+             VAULT_ADDR, VAULT_TOKEN (else ~/.vault-token), VAULT_NAMESPACE, VAULT_CACERT, VAULT_CAPATH, \
+             VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME, VAULT_SKIP_VERIFY.",
+        )
+        .arg(
+            Arg::new("config.file")
+                .long("config.file")
+                .value_name("PATH")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("YAML file listing the Vaults and tokens to watch"),
+        )
+        .arg(
+            Arg::new("web.listen-address")
+                .long("web.listen-address")
+                .value_name("ADDR")
+                .default_value(":9846")
+                .help("Address to listen on for the web interface and telemetry"),
+        )
+        .arg(
+            Arg::new("web.telemetry-path")
+                .long("web.telemetry-path")
+                .value_name("PATH")
+                .default_value("/metrics")
+                .help("Path under which to expose metrics"),
+        )
+        .arg(
+            Arg::new("web.config.file")
+                .long("web.config.file")
+                .value_name("PATH")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("exporter-toolkit web config file: TLS and basic auth"),
+        )
+        .arg(
+            Arg::new("log.level")
+                .long("log.level")
+                .value_name("LEVEL")
+                .value_parser(["error", "warn", "info", "debug", "trace"])
+                .help("Only log messages with the given severity or above [default: info; RUST_LOG applies when not given]"),
+        )
+        .arg(
+            Arg::new("demo")
+                .long("demo")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("config.file")
+                .help("Run against an embedded Vault test double with example tokens in every state"),
+        )
+        .arg(
+            Arg::new("collector.disable-defaults")
+                .long("collector.disable-defaults")
+                .action(ArgAction::SetTrue)
+                .help("Disable all collectors by default; enable them one by one with --collector.NAME"),
+        );
+    for spec in COLLECTORS {
+        let on = format!("collector.{}", spec.name);
+        let off = format!("no-collector.{}", spec.name);
+        let default = if spec.enabled_by_default {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        cmd = cmd
+            .arg(
+                Arg::new(on.clone())
+                    .long(on.clone())
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(off.clone())
+                    .help(format!(
+                        "Enable the {} collector: {} [default: {default}]",
+                        spec.name, spec.help
+                    )),
+            )
+            .arg(
+                Arg::new(off.clone())
+                    .long(off)
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(on)
+                    .help(format!("Disable the {} collector", spec.name)),
+            );
+    }
+    cmd
+}
+
+/// Parses `args` (program name first); clap prints help, version or a usage error and exits.
+pub fn parse<I, T>(args: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let m = command().get_matches_from(args);
+    let disable_defaults = m.get_flag("collector.disable-defaults");
+    let collectors = COLLECTORS
+        .iter()
+        .filter(|spec| {
+            if m.get_flag(&format!("no-collector.{}", spec.name)) {
+                false
+            } else if m.get_flag(&format!("collector.{}", spec.name)) {
+                true
+            } else {
+                spec.enabled_by_default && !disable_defaults
+            }
+        })
+        .map(|spec| spec.name)
+        .collect();
+    let log_level = m
+        .get_one::<String>("log.level")
+        .and_then(|l| l.parse::<log::LevelFilter>().ok());
+    Cli {
+        config_file: m.get_one::<PathBuf>("config.file").cloned(),
+        listen_address: m
+            .get_one::<String>("web.listen-address")
+            .cloned()
+            .unwrap_or_default(),
+        telemetry_path: m
+            .get_one::<String>("web.telemetry-path")
+            .cloned()
+            .unwrap_or_default(),
+        web_config_file: m.get_one::<PathBuf>("web.config.file").cloned(),
+        collectors,
+        log_level,
+        demo: m.get_flag("demo"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Cli {
+        parse(std::iter::once("vault-token-exporter").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_follow_exporter_conventions() {
+        let cli = parse_args(&[]);
+        assert_eq!(cli.listen_address, ":9846");
+        assert_eq!(cli.telemetry_path, "/metrics");
+        assert_eq!(cli.collectors, ["token", "exporter", "process"]);
+        assert_eq!(cli.log_level, None);
+        assert!(!cli.demo && cli.config_file.is_none());
+    }
+
+    #[test]
+    fn collectors_switch_on_and_off() {
+        assert_eq!(
+            parse_args(&["--no-collector.process"]).collectors,
+            ["token", "exporter"]
+        );
+        assert_eq!(
+            parse_args(&["--collector.disable-defaults", "--collector.token"]).collectors,
+            ["token"]
+        );
+        assert_eq!(
+            parse_args(&["--no-collector.token", "--collector.token"]).collectors,
+            ["token", "exporter", "process"]
+        );
+    }
+
+    #[test]
+    fn dotted_flags_with_equals() {
+        let cli = parse_args(&[
+            "--config.file=/etc/vte.yml",
+            "--web.listen-address=127.0.0.1:0",
+            "--web.telemetry-path=/m",
+            "--log.level=debug",
+        ]);
+        assert_eq!(cli.config_file.unwrap(), PathBuf::from("/etc/vte.yml"));
+        assert_eq!(cli.listen_address, "127.0.0.1:0");
+        assert_eq!(cli.telemetry_path, "/m");
+        assert_eq!(cli.log_level, Some(log::LevelFilter::Debug));
+    }
+}
