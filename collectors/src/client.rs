@@ -72,8 +72,17 @@ impl Agents {
         if let Some(agent) = by_tls.get(tls) {
             return Ok(agent.clone());
         }
-        let agent = ureq::AgentBuilder::new()
-            .tls_config(Arc::new(tls_client_config(tls)?))
+        let config = Arc::new(tls_client_config(tls)?);
+        let builder = match &tls.server_name {
+            // As VAULT_TLS_SERVER_NAME does for Vault's client: the name is the SNI sent and
+            // the name the certificate is checked against, whatever host the URL names.
+            Some(name) => ureq::AgentBuilder::new().tls_connector(Arc::new(SniOverride {
+                config,
+                name: name.clone(),
+            })),
+            None => ureq::AgentBuilder::new().tls_config(config),
+        };
+        let agent = builder
             .redirects(0)
             .user_agent(concat!("vault-token-exporter/", env!("CARGO_PKG_VERSION")))
             .build();
@@ -189,6 +198,22 @@ pub fn tls_client_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, TlsC
         _ => Err(TlsConfigError(
             "both client cert and client key must be provided".into(),
         )),
+    }
+}
+
+/// Connects with the configured `server_name` as SNI instead of the URL's host.
+struct SniOverride {
+    config: Arc<rustls::ClientConfig>,
+    name: String,
+}
+
+impl ureq::TlsConnector for SniOverride {
+    fn connect(
+        &self,
+        _url_host: &str,
+        io: Box<dyn ureq::ReadWrite>,
+    ) -> Result<Box<dyn ureq::ReadWrite>, ureq::Error> {
+        self.config.connect(&self.name, io)
     }
 }
 
