@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod duration;
+pub mod front;
 pub mod logging;
 pub mod server;
 pub mod signals;

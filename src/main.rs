@@ -25,9 +25,9 @@ fn run() -> Result<(), Exit> {
     logging::init(cli.log_level);
     let config_error = |e: config::ConfigError| Exit(2, e.to_string());
     let env = |k: &str| std::env::var(k).ok();
-    let site_auth = match &cli.web_config_file {
+    let web = match &cli.web_config_file {
         Some(path) => vault_token_exporter::web::load(path).map_err(|e| Exit(2, e.to_string()))?,
-        None => None,
+        None => Default::default(),
     };
     let (demo, tokens) = if cli.demo {
         let (demo, tokens) =
@@ -65,12 +65,15 @@ fn run() -> Result<(), Exit> {
         .map_err(|e| Exit(1, format!("cannot register collectors: {e}")))?;
     let ready = Arc::new(AtomicBool::new(false));
     let mut site = server::Site::new(registry, cli.telemetry_path.clone(), ready.clone());
-    site.authorize = site_auth;
+    site.authorize = web.authorize;
+    site.headers = web.headers;
     let count = prepared.states.len();
     prepared
         .start(Arc::new(AtomicBool::new(false)))
         .map_err(|e| Exit(1, format!("cannot start renewal workers: {e}")))?;
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!("renewing {count} vault token(s)");
-    server::serve(listener, Arc::new(site))
+    let never = server::serve(listener, Arc::new(site), web.tls)
+        .map_err(|e| Exit(1, format!("cannot serve HTTP: {e}")))?;
+    match never {}
 }

@@ -1,14 +1,16 @@
 //! The HTTP side: `/metrics` (or the configured telemetry path), a landing page,
-//! `/-/healthy` and `/-/ready`, served by tiny_http from a listener we bind ourselves.
+//! `/-/healthy` and `/-/ready`, answered by tiny_http behind our own accept loop
+//! ([`crate::front`]: connection limit, deadlines, TLS), from a listener we bind ourselves.
 //!
-//! We bind with `TCP_NODELAY` (accepted sockets inherit it on Linux): tiny_http writes a
-//! response's head and body separately, and without it a kept-alive scrape stalls ~40 ms
-//! on the client's delayed ACK. tiny_http's accept thread ends for good on its first
-//! accept() error (EMFILE, say) and reports it through `recv()`; we then build a new
-//! server on the same listening socket, so `/metrics` cannot silently die.
+//! We bind with `TCP_NODELAY` (accepted sockets inherit it on Linux): responses go out in
+//! more than one write, and without it a kept-alive scrape stalls ~40 ms on the client's
+//! delayed ACK. tiny_http's accept thread ends for good on its first accept() error
+//! (EMFILE, say) and reports it through `recv()`; we then build a new server on the same
+//! listening socket, so `/metrics` cannot silently die.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -74,6 +76,8 @@ pub struct Site {
     pub ready: Arc<AtomicBool>,
     /// `None`: everyone may read.
     pub authorize: Option<Authorizer>,
+    /// Added to every response (the web config's `http_server_config.headers`).
+    pub headers: Vec<(String, String)>,
     /// Size of the last scrape, to allocate the next one in one go.
     last_size: AtomicUsize,
 }
@@ -85,6 +89,7 @@ impl Site {
             telemetry_path,
             ready,
             authorize: None,
+            headers: Vec::new(),
             last_size: AtomicUsize::new(16 * 1024),
         }
     }
@@ -110,13 +115,13 @@ impl Site {
                     "WWW-Authenticate",
                     "Basic realm=\"vault-token-exporter\"",
                 ));
-                return respond(request, response);
+                return self.respond(request, response);
             }
         }
         if !matches!(method, tiny_http::Method::Get | tiny_http::Method::Head) {
             let response =
                 text(405, "Method Not Allowed\n").with_header(header("Allow", "GET, HEAD"));
-            return respond(request, response);
+            return self.respond(request, response);
         }
         let response = if path == self.telemetry_path {
             Response::from_data(self.render_metrics())
@@ -135,7 +140,17 @@ impl Site {
         } else {
             text(404, "Not Found\n")
         };
-        respond(request, response);
+        self.respond(request, response);
+    }
+
+    fn respond<R: io::Read>(&self, request: Request, mut response: Response<R>) {
+        for (name, value) in &self.headers {
+            if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                response.add_header(h);
+            }
+        }
+        // A client that went away is its own problem, not ours.
+        let _ = request.respond(response);
     }
 }
 
@@ -147,11 +162,6 @@ fn text(status: u16, body: &str) -> Response<io::Cursor<Vec<u8>>> {
     Response::from_data(body.as_bytes().to_vec())
         .with_status_code(status)
         .with_header(header("Content-Type", "text/plain; charset=utf-8"))
-}
-
-fn respond<R: io::Read>(request: Request, response: Response<R>) {
-    // A client that went away is its own problem, not ours.
-    let _ = request.respond(response);
 }
 
 fn landing_page(telemetry_path: &str) -> String {
@@ -168,21 +178,37 @@ fn landing_page(telemetry_path: &str) -> String {
     )
 }
 
-/// Serves `site` on `listener` forever.
-pub fn serve(listener: TcpListener, site: Arc<Site>) -> ! {
+/// Serves `site` on `listener` forever, over TLS when `tls` is given; returns only if
+/// the server cannot start.
+pub fn serve(
+    listener: TcpListener,
+    site: Arc<Site>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> io::Result<std::convert::Infallible> {
+    let (internal_listener, internal) = crate::front::Internal::bind()?;
     let (queue, requests) = sync_channel::<Request>(256);
     let requests = Arc::new(Mutex::new(requests));
     for i in 0..HANDLER_THREADS {
         let (site, requests) = (site.clone(), requests.clone());
         std::thread::Builder::new()
             .name(format!("http-{i}"))
-            .spawn(move || handle_queue(&site, &requests))
-            .expect("cannot start HTTP handler thread");
+            .spawn(move || handle_queue(&site, &requests))?;
     }
+    std::thread::Builder::new()
+        .name("http-server".into())
+        .spawn(move || run_tiny_http(&internal_listener, &queue))?;
+    if tls.is_some() {
+        log::info!("TLS is enabled");
+    }
+    crate::front::accept_loop(listener, tls, Arc::new(internal))
+}
+
+/// Runs tiny_http on the internal socket, restarting it whenever its accept thread dies.
+fn run_tiny_http(listener: &UnixListener, queue: &SyncSender<Request>) {
     loop {
         match listener.try_clone() {
             Ok(clone) => match Server::from_listener(clone, None) {
-                Ok(server) => dispatch(&server, &queue),
+                Ok(server) => dispatch(&server, queue),
                 Err(e) => log::error!("cannot start the HTTP server: {e}"),
             },
             Err(e) => log::error!("cannot reuse the listening socket: {e}"),

@@ -1,10 +1,32 @@
 //! `--web.config.file`: the exporter-toolkit web configuration (TLS and basic auth), so
 //! the exporter is secured the way every other Prometheus exporter is.
+//!
+//! The format and its semantics follow exporter-toolkit's `docs/web-configuration.md`:
+//! relative paths are relative to the file's directory; `tls_server_config` with any of
+//! its certificate, key, CA or `client_auth_type` keys turns TLS on and then needs a
+//! certificate and a key; a client CA without a `client_auth_type` that asks for client
+//! certificates is an error; `basic_auth_users` maps user names to bcrypt hashes.
+//! Differences, all loud: keys of the format that this exporter does not implement
+//! (`cipher_suites`, `curve_preferences`, `client_allowed_sans`, `rate_limit`) are
+//! errors rather than silently ignored security settings; only TLS 1.2 and 1.3 exist
+//! (rustls), so `min_version: TLS10` means TLS 1.2; HTTP/2 is never offered
+//! (`http2` is accepted and has no effect). The certificate and key files are re-read
+//! on the first handshake after either changes (certificate rotation without a restart);
+//! everything else is read once at start.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 use serde::Deserialize;
 
 use crate::server::Authorizer;
@@ -15,25 +37,39 @@ use crate::server::Authorizer;
 pub struct WebConfigError(pub String);
 
 /// exporter-toolkit's `tls_server_config`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsServerConfig {
+    /// Inline PEM certificate (instead of `cert_file`).
+    pub cert: Option<String>,
+    /// Inline PEM key (instead of `key_file`).
+    pub key: Option<String>,
+    /// Inline PEM client CA (instead of `client_ca_file`).
+    pub client_ca: Option<String>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub client_ca_file: Option<PathBuf>,
-    #[serde(default)]
     pub client_auth_type: Option<String>,
     pub min_version: Option<String>,
     pub max_version: Option<String>,
+    /// Accepted for compatibility; rustls picks the suite.
+    pub prefer_server_cipher_suites: Option<bool>,
+    /// Part of the format, not implemented here: rejected.
+    pub cipher_suites: Option<serde_yaml_ng::Value>,
+    /// Part of the format, not implemented here: rejected.
+    pub curve_preferences: Option<serde_yaml_ng::Value>,
+    /// Part of the format, not implemented here: rejected.
+    pub client_allowed_sans: Option<serde_yaml_ng::Value>,
 }
 
 /// exporter-toolkit's `http_server_config`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpServerConfig {
+    /// Accepted; this server speaks HTTP/1.1 only.
     pub http2: Option<bool>,
     #[serde(default)]
-    pub headers: HashMap<String, String>,
+    pub headers: BTreeMap<String, String>,
 }
 
 /// The whole web config file.
@@ -44,96 +80,495 @@ pub struct WebConfig {
     pub http_server_config: Option<HttpServerConfig>,
     /// User name to bcrypt hash.
     #[serde(default)]
-    pub basic_auth_users: HashMap<String, String>,
+    pub basic_auth_users: BTreeMap<String, String>,
+    /// Part of the format, not implemented here: rejected.
+    pub rate_limit: Option<serde_yaml_ng::Value>,
 }
 
-/// Reads and checks a web config file.
+/// What a web config asks the server to do.
+#[derive(Default)]
+pub struct WebSetup {
+    /// The basic-auth check, `None` when open.
+    pub authorize: Option<Authorizer>,
+    /// TLS for every connection, `None` for plain HTTP.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Extra response headers (`http_server_config.headers`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for WebSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSetup")
+            .field("basic_auth", &self.authorize.is_some())
+            .field("tls", &self.tls.is_some())
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+/// The response headers exporter-toolkit lets a web config set, with their allowed
+/// values (empty: any).
+const EXTRA_HEADERS: &[(&str, &[&str])] = &[
+    ("Strict-Transport-Security", &[]),
+    ("X-Content-Type-Options", &["nosniff"]),
+    ("X-Frame-Options", &["deny", "sameorigin"]),
+    ("X-XSS-Protection", &[]),
+    ("Content-Security-Policy", &[]),
+];
+
+/// Reads and checks a web config file (not the files it names).
 pub fn read(path: &Path) -> Result<WebConfig, WebConfigError> {
     let file = path.display();
+    let invalid = |what: String| WebConfigError(format!("invalid web config file {file}: {what}"));
     let text = std::fs::read_to_string(path)
         .map_err(|e| WebConfigError(format!("cannot read web config file {file}: {e}")))?;
-    let config: WebConfig = serde_yaml_ng::from_str(&text)
-        .map_err(|e| WebConfigError(format!("invalid web config file {file}: {e}")))?;
+    if text.trim().is_empty() {
+        return Ok(WebConfig::default());
+    }
+    let config: WebConfig = serde_yaml_ng::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     for (user, hash) in &config.basic_auth_users {
         if hash.parse::<bcrypt::HashParts>().is_err() {
-            return Err(WebConfigError(format!(
-                "invalid web config file {file}: basic_auth_users.{user}: not a bcrypt hash"
+            return Err(invalid(format!(
+                "basic_auth_users.{user}: not a bcrypt hash"
             )));
         }
     }
-    if let Some(tls) = &config.tls_server_config {
-        if tls.cert_file.is_none() || tls.key_file.is_none() {
-            return Err(WebConfigError(format!(
-                "invalid web config file {file}: tls_server_config: cert_file and key_file are required"
-            )));
+    if config.rate_limit.is_some() {
+        return Err(invalid(
+            "rate_limit is not supported by vault-token-exporter".into(),
+        ));
+    }
+    if let Some(http) = &config.http_server_config {
+        for (name, value) in &http.headers {
+            let Some((_, allowed)) = EXTRA_HEADERS.iter().find(|(n, _)| n == name) else {
+                return Err(invalid(format!(
+                    "http_server_config.headers: HTTP header {name:?} can not be configured"
+                )));
+            };
+            if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
+                return Err(invalid(format!(
+                    "http_server_config.headers.{name}: expected one of {allowed:?}, got {value:?}"
+                )));
+            }
+            if value.chars().any(|c| c.is_control()) || !value.is_ascii() {
+                return Err(invalid(format!(
+                    "http_server_config.headers.{name}: not a valid header value"
+                )));
+            }
         }
-        return Err(WebConfigError(format!(
-            "invalid web config file {file}: tls_server_config is not supported yet"
-        )));
+    }
+    if let Some(tls) = &config.tls_server_config {
+        for (key, set) in [
+            ("cipher_suites", tls.cipher_suites.is_some()),
+            ("curve_preferences", tls.curve_preferences.is_some()),
+            ("client_allowed_sans", tls.client_allowed_sans.is_some()),
+        ] {
+            if set {
+                return Err(invalid(format!(
+                    "tls_server_config.{key} is not supported by vault-token-exporter"
+                )));
+            }
+        }
+        for (inline, file_key, both) in [
+            (
+                "cert",
+                "cert_file",
+                tls.cert.is_some() && tls.cert_file.is_some(),
+            ),
+            (
+                "key",
+                "key_file",
+                tls.key.is_some() && tls.key_file.is_some(),
+            ),
+            (
+                "client_ca",
+                "client_ca_file",
+                tls.client_ca.is_some() && tls.client_ca_file.is_some(),
+            ),
+        ] {
+            if both {
+                return Err(invalid(format!(
+                    "tls_server_config: give {inline} or {file_key}, not both"
+                )));
+            }
+        }
     }
     Ok(config)
 }
 
-/// Loads a web config and returns the request check it asks for (`None`: open).
-pub fn load(path: &Path) -> Result<Option<Authorizer>, WebConfigError> {
+/// Loads a web config, with its certificates and keys, and returns what it asks for.
+pub fn load(path: &Path) -> Result<WebSetup, WebConfigError> {
     let config = read(path)?;
-    Ok(basic_auth(config.basic_auth_users))
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tls = match &config.tls_server_config {
+        Some(tls) if tls_enabled(tls) => Some(
+            server_config(tls, dir)
+                .map_err(|e| WebConfigError(format!("web config file {}: {e}", path.display())))?,
+        ),
+        _ => None,
+    };
+    let headers = config
+        .http_server_config
+        .map(|h| h.headers.into_iter().collect())
+        .unwrap_or_default();
+    Ok(WebSetup {
+        authorize: basic_auth(config.basic_auth_users),
+        tls,
+        headers,
+    })
 }
 
-/// A check of `Authorization: Basic` against bcrypt hashes. Verified pairs are cached
-/// (as a hash of user and password, never the password) since one bcrypt check at cost
-/// 10 takes tens of milliseconds, which Prometheus would pay on every scrape.
-fn basic_auth(users: HashMap<String, String>) -> Option<Authorizer> {
-    if users.is_empty() {
-        return None;
+/// exporter-toolkit's `IsEnabled`: any certificate, key, CA or client auth key.
+fn tls_enabled(tls: &TlsServerConfig) -> bool {
+    tls.cert.is_some()
+        || tls.cert_file.is_some()
+        || tls.key.is_some()
+        || tls.key_file.is_some()
+        || tls.client_ca.is_some()
+        || tls.client_ca_file.is_some()
+        || tls.client_auth_type.is_some()
+}
+
+/// Where PEM text comes from: the config itself or a file (relative to the config).
+#[derive(Clone, Debug)]
+enum Pem {
+    Inline(&'static str, String),
+    File(&'static str, PathBuf),
+}
+
+impl Pem {
+    fn of(
+        inline: &Option<String>,
+        file: &Option<PathBuf>,
+        keys: (&'static str, &'static str),
+        dir: &Path,
+    ) -> Option<Pem> {
+        match (inline, file) {
+            (Some(text), _) => Some(Pem::Inline(keys.0, text.clone())),
+            (None, Some(path)) => Some(Pem::File(keys.1, dir.join(path))),
+            (None, None) => None,
+        }
     }
-    let verified: Arc<Mutex<std::collections::HashSet<[u8; 32]>>> = Default::default();
+
+    /// `tls_server_config.cert_file /etc/x.pem`, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Pem::Inline(key, _) => format!("tls_server_config.{key}"),
+            Pem::File(key, path) => format!("tls_server_config.{key} {}", path.display()),
+        }
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        match self {
+            Pem::Inline(_, text) => Ok(text.clone().into_bytes()),
+            Pem::File(_, path) => {
+                std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", self.describe()))
+            }
+        }
+    }
+
+    /// Identifies the file's current content cheaply (inline text never changes).
+    fn stamp(&self) -> Option<(SystemTime, u64)> {
+        match self {
+            Pem::Inline(..) => None,
+            Pem::File(_, path) => std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len())),
+        }
+    }
+
+    fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, String> {
+        let bytes = self.bytes()?;
+        let certs = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: invalid PEM: {e}", self.describe()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", self.describe()));
+        }
+        Ok(certs)
+    }
+
+    fn private_key(&self) -> Result<PrivateKeyDer<'static>, String> {
+        let bytes = self.bytes()?;
+        PrivateKeyDer::from_pem_slice(&bytes)
+            .map_err(|e| format!("{}: no usable PEM private key: {e}", self.describe()))
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the rustls server configuration of a `tls_server_config`.
+fn server_config(tls: &TlsServerConfig, dir: &Path) -> Result<Arc<ServerConfig>, String> {
+    let provider = provider();
+    let cert = Pem::of(&tls.cert, &tls.cert_file, ("cert", "cert_file"), dir)
+        .ok_or("tls_server_config: cert_file (or cert) is required")?;
+    let key = Pem::of(&tls.key, &tls.key_file, ("key", "key_file"), dir)
+        .ok_or("tls_server_config: key_file (or key) is required")?;
+    let resolver = ReloadingCert::new(cert, key, provider.clone())?;
+
+    let roots = match Pem::of(
+        &tls.client_ca,
+        &tls.client_ca_file,
+        ("client_ca", "client_ca_file"),
+        dir,
+    ) {
+        None => None,
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in pem.certificates()? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: unusable CA certificate: {e}", pem.describe()))?;
+            }
+            Some((Arc::new(roots), pem))
+        }
+    };
+    let auth_type = tls.client_auth_type.as_deref().unwrap_or("NoClientCert");
+    let need_roots = |roots: Option<(Arc<RootCertStore>, Pem)>| {
+        roots.map(|(r, _)| r).ok_or_else(|| {
+            format!("tls_server_config.client_auth_type {auth_type} needs client_ca_file (or client_ca) to verify client certificates")
+        })
+    };
+    let algorithms = provider.signature_verification_algorithms;
+    let verifier: Arc<dyn ClientCertVerifier> = match auth_type {
+        "NoClientCert" | "" => {
+            if let Some((_, pem)) = roots {
+                return Err(format!(
+                    "{} is set but client_auth_type is NoClientCert: set client_auth_type to RequireAndVerifyClientCert to check client certificates",
+                    pem.describe()
+                ));
+            }
+            WebPkiClientVerifier::no_client_auth()
+        }
+        "RequestClientCert" | "RequireAnyClientCert" | "RequireClientCert" => {
+            Arc::new(AnyClientCert {
+                mandatory: auth_type != "RequestClientCert",
+                hints: roots.map(|(r, _)| r.subjects()).unwrap_or_default(),
+                algorithms,
+            })
+        }
+        "VerifyClientCertIfGiven" => {
+            WebPkiClientVerifier::builder_with_provider(need_roots(roots)?, provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("tls_server_config: client certificate verifier: {e}"))?
+        }
+        "RequireAndVerifyClientCert" => {
+            WebPkiClientVerifier::builder_with_provider(need_roots(roots)?, provider.clone())
+                .build()
+                .map_err(|e| format!("tls_server_config: client certificate verifier: {e}"))?
+        }
+        other => {
+            return Err(format!(
+                "tls_server_config.client_auth_type {other:?} is not one of NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"
+            ))
+        }
+    };
+
+    let version = |key: &str, value: &Option<String>, default: u8| -> Result<u8, String> {
+        match value.as_deref() {
+            None => Ok(default),
+            Some("TLS10") => Ok(10),
+            Some("TLS11") => Ok(11),
+            Some("TLS12") => Ok(12),
+            Some("TLS13") => Ok(13),
+            Some(other) => Err(format!(
+                "tls_server_config.{key}: unknown TLS version {other:?} (TLS10, TLS11, TLS12, TLS13)"
+            )),
+        }
+    };
+    let min = version("min_version", &tls.min_version, 12)?;
+    let max = version("max_version", &tls.max_version, 13)?;
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        [(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|(v, _)| (min..=max).contains(v))
+            .map(|(_, v)| v)
+            .collect();
+    if versions.is_empty() {
+        return Err("tls_server_config: no TLS version between min_version and max_version that this exporter speaks (TLS12, TLS13)".into());
+    }
+
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("tls_server_config: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(resolver));
+    // HTTP/1.1 only: a client offering h2 and http/1.1 (Prometheus) picks http/1.1.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The server certificate, re-read on the first handshake after its files change so a
+/// rotated certificate needs no restart. A rotation that leaves an unusable pair keeps
+/// the last good one and logs why.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: Pem,
+    key: Pem,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<(Stamp, Arc<CertifiedKey>)>,
+}
+
+type Stamp = (Option<(SystemTime, u64)>, Option<(SystemTime, u64)>);
+
+impl ReloadingCert {
+    fn new(cert: Pem, key: Pem, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+        let stamp = (cert.stamp(), key.stamp());
+        let loaded = Self::load(&cert, &key, &provider)?;
+        Ok(ReloadingCert {
+            cert,
+            key,
+            provider,
+            current: Mutex::new((stamp, loaded)),
+        })
+    }
+
+    fn load(cert: &Pem, key: &Pem, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
+        let chain = cert.certificates()?;
+        let der = key.private_key()?;
+        CertifiedKey::from_der(chain, der, provider)
+            .map(Arc::new)
+            .map_err(|e| {
+                let why = match e {
+                    rustls::Error::InconsistentKeys(_) => {
+                        "the key does not belong to the certificate".to_owned()
+                    }
+                    e => e.to_string(),
+                };
+                format!(
+                    "{} and {} do not make a usable pair: {why}",
+                    cert.describe(),
+                    key.describe()
+                )
+            })
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let stamp = (self.cert.stamp(), self.key.stamp());
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if stamp != current.0 {
+            // Remember the stamp either way: a bad file is reported once, not per handshake.
+            current.0 = stamp;
+            match Self::load(&self.cert, &self.key, &self.provider) {
+                Ok(loaded) => {
+                    log::info!("reloaded the TLS certificate {}", self.cert.describe());
+                    current.1 = loaded;
+                }
+                Err(e) => log::error!("keeping the previous TLS certificate: {e}"),
+            }
+        }
+        Some(current.1.clone())
+    }
+}
+
+/// `RequestClientCert` / `RequireAnyClientCert`: asks for a certificate (optionally
+/// insists on one) without checking who issued it, as Go's crypto/tls does. The
+/// handshake signature is still verified, so the client holds the certificate's key.
+#[derive(Debug)]
+struct AnyClientCert {
+    mandatory: bool,
+    hints: Vec<DistinguishedName>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Verified pairs kept at most; a full cache starts over (bcrypt ignores bytes past
+/// 72, so one right password has unboundedly many spellings).
+const AUTH_CACHE_ENTRIES: usize = 1024;
+
+/// A check of `Authorization: Basic` against bcrypt hashes. Verified pairs are cached
+/// as SHA-256 of user, hash and password (never the password), as exporter-toolkit
+/// does, since one bcrypt check at cost 10 takes tens of milliseconds, which Prometheus
+/// would otherwise pay on every scrape. Unknown users cost one bcrypt check too, so
+/// timing does not tell which users exist, and checks run one at a time so wrong
+/// passwords cannot take every core.
+fn basic_auth(users: BTreeMap<String, String>) -> Option<Authorizer> {
+    let decoy = users.values().next()?.clone();
+    let verified: Mutex<HashSet<[u8; 32]>> = Mutex::default();
+    let one_at_a_time = Mutex::new(());
     Some(Arc::new(move |request: &tiny_http::Request| {
         let Some((user, password)) = credentials(request) else {
             return false;
         };
         let Some(hash) = users.get(&user) else {
+            let _turn = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = bcrypt::verify(&password, &decoy);
             return false;
         };
-        let key = cache_key(&user, &password, hash);
-        if verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&key)
-        {
+        let key = cache_key(&user, hash, &password);
+        let lock = || verified.lock().unwrap_or_else(|e| e.into_inner());
+        if lock().contains(&key) {
             return true;
         }
-        let ok = bcrypt::verify(&password, hash).unwrap_or(false);
+        let ok = {
+            let _turn = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+            bcrypt::verify(&password, hash).unwrap_or(false)
+        };
         if ok {
-            verified
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key);
+            let mut cache = lock();
+            if cache.len() >= AUTH_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(key);
         }
         ok
     }))
 }
 
-fn cache_key(user: &str, password: &str, hash: &str) -> [u8; 32] {
-    use std::hash::{BuildHasher, Hasher};
-    // Two independent 128-bit-ish halves from SipHash with fixed keys per process.
-    static SEEDS: std::sync::OnceLock<(
-        std::collections::hash_map::RandomState,
-        std::collections::hash_map::RandomState,
-    )> = std::sync::OnceLock::new();
-    let (a, b) = SEEDS.get_or_init(Default::default);
-    let mut out = [0u8; 32];
-    for (i, state) in [a, b, a, b].into_iter().enumerate() {
-        let mut h = state.build_hasher();
-        h.write_usize(i);
-        h.write(user.as_bytes());
-        h.write_u8(0);
-        h.write(password.as_bytes());
-        h.write_u8(0);
-        h.write(hash.as_bytes());
-        out[i * 8..i * 8 + 8].copy_from_slice(&h.finish().to_le_bytes());
+fn cache_key(user: &str, hash: &str, password: &str) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [user, hash, password] {
+        context.update(&(part.len() as u64).to_le_bytes());
+        context.update(part.as_bytes());
     }
-    out
+    let mut key = [0u8; 32];
+    key.copy_from_slice(context.finish().as_ref());
+    key
 }
 
 fn credentials(request: &tiny_http::Request) -> Option<(String, String)> {
@@ -143,9 +578,10 @@ fn credentials(request: &tiny_http::Request) -> Option<(String, String)> {
         .find(|h| h.field.equiv("Authorization"))?
         .value
         .as_str();
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     let decoded = decode_base64(encoded.trim())?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
@@ -179,6 +615,18 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vte-web-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn base64_decodes_credentials() {
         assert_eq!(decode_base64("dXNlcjpwYXNz").unwrap(), b"user:pass");
@@ -188,18 +636,110 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_hashes_are_errors() {
-        let dir = std::env::temp_dir().join(format!("vte-web-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let unknown = dir.join("unknown.yml");
-        std::fs::write(&unknown, "basic_auth_user:\n  a: b\n").unwrap();
+        let dir = dir("keys");
+        let unknown = write(&dir, "unknown.yml", "basic_auth_user:\n  a: b\n");
         let err = read(&unknown).unwrap_err().to_string();
         assert!(
             err.contains("basic_auth_user") && err.contains("unknown.yml"),
             "{err}"
         );
-        let bad_hash = dir.join("hash.yml");
-        std::fs::write(&bad_hash, "basic_auth_users:\n  alice: plaintext\n").unwrap();
+        let nested = write(&dir, "nested.yml", "tls_server_config:\n  cert_fil: x\n");
+        let err = read(&nested).unwrap_err().to_string();
+        assert!(
+            err.contains("cert_fil") && err.contains("nested.yml"),
+            "{err}"
+        );
+        let bad_hash = write(&dir, "hash.yml", "basic_auth_users:\n  alice: plaintext\n");
         let err = read(&bad_hash).unwrap_err().to_string();
         assert!(err.contains("basic_auth_users.alice"), "{err}");
+    }
+
+    #[test]
+    fn format_keys_not_implemented_are_errors_not_ignored() {
+        let dir = dir("unsupported");
+        for (name, yaml, key) in [
+            (
+                "sans.yml",
+                "tls_server_config:\n  cert_file: c\n  key_file: k\n  client_allowed_sans: [a]\n",
+                "client_allowed_sans",
+            ),
+            (
+                "ciphers.yml",
+                "tls_server_config:\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
+                "cipher_suites",
+            ),
+            (
+                "rate.yml",
+                "rate_limit:\n  interval: 1s\n  burst: 2\n",
+                "rate_limit",
+            ),
+            (
+                "header.yml",
+                "http_server_config:\n  headers:\n    X-Powered-By: me\n",
+                "X-Powered-By",
+            ),
+            (
+                "frame.yml",
+                "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+                "X-Frame-Options",
+            ),
+        ] {
+            let err = read(&write(&dir, name, yaml)).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_and_empty_tls_section_mean_plain_http_without_auth() {
+        let dir = dir("empty");
+        let setup = load(&write(&dir, "empty.yml", "")).unwrap();
+        assert!(setup.tls.is_none() && setup.authorize.is_none());
+        let setup = load(&write(&dir, "tls.yml", "tls_server_config: {}\n")).unwrap();
+        assert!(setup.tls.is_none());
+    }
+
+    #[test]
+    fn tls_needs_a_readable_certificate_and_key_and_names_the_file() {
+        let dir = dir("files");
+        let err = load(&write(
+            &dir,
+            "nokey.yml",
+            "tls_server_config:\n  cert_file: c.pem\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("key_file") && err.contains("nokey.yml"),
+            "{err}"
+        );
+        let err = load(&write(
+            &dir,
+            "missing.yml",
+            "tls_server_config:\n  cert_file: missing-cert.pem\n  key_file: k.pem\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&dir.join("missing-cert.pem").display().to_string()),
+            "{err}"
+        );
+        write(&dir, "junk.pem", "not a certificate\n");
+        let err = load(&write(
+            &dir,
+            "junk.yml",
+            "tls_server_config:\n  cert_file: junk.pem\n  key_file: junk.pem\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("junk.pem") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cache_keys_separate_their_parts() {
+        assert_ne!(cache_key("ab", "h", "c"), cache_key("a", "h", "bc"));
+        assert_eq!(cache_key("a", "h", "b"), cache_key("a", "h", "b"));
     }
 }
