@@ -119,6 +119,10 @@ fn watch_loop(by_dir: HashMap<PathBuf, Vec<(PathBuf, Arc<Wakeup>)>>) {
     };
     loop {
         match rx.recv_timeout(POLL_INTERVAL) {
+            // notify's inotify backend also reports every open(2): each worker reading
+            // its token file would wake every worker of the directory, which read theirs
+            // and wake everyone again, a storm that kept two cores busy. Only changes count.
+            Ok(Ok(event)) if !changes_a_file(&event.kind) => {}
             Ok(Ok(event)) => {
                 for path in &event.paths {
                     wake_dir(path);
@@ -155,6 +159,17 @@ fn watch_loop(by_dir: HashMap<PathBuf, Vec<(PathBuf, Arc<Wakeup>)>>) {
     }
 }
 
+/// Whether an event may mean a token file changed: not a mere open, read or close after
+/// reading.
+fn changes_a_file(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +190,29 @@ mod tests {
         let started = Instant::now();
         assert!(!w.wait(Some(Duration::from_millis(30))));
         assert!(started.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn reading_a_token_file_wakes_no_one() {
+        let dir = temp_dir("reads");
+        let file = dir.join("a.token");
+        std::fs::write(&file, "hvs.A").unwrap();
+        let wakeup = Arc::new(Wakeup::default());
+        spawn_file_watcher(vec![(file.clone(), wakeup.clone())]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        while wakeup.wait(Some(Duration::from_millis(50))) {}
+        for _ in 0..3 {
+            std::fs::read_to_string(&file).unwrap();
+        }
+        assert!(
+            !wakeup.wait(Some(Duration::from_millis(300))),
+            "woken by reads"
+        );
+        std::fs::write(&file, "hvs.B").unwrap();
+        assert!(
+            wakeup.wait(Some(Duration::from_secs(2))),
+            "a write still wakes"
+        );
     }
 
     #[test]
