@@ -43,11 +43,9 @@ pub fn secs_between(earlier: SystemTime, later: SystemTime) -> f64 {
     }
 }
 
-/// Runs the checks every fault test ends with, at `--log.level=trace`: no `secret` appears
-/// in `/metrics`, `/proc/PID/cmdline`, stderr or stdout; SIGTERM ends the process with
-/// status 0. Returns the full log.
-pub fn finish_without_leaks(exporter: &mut Exporter, secrets: &[&str]) -> String {
-    assert!(!secrets.is_empty());
+/// Reads `/metrics` and `/proc/PID/cmdline` of a running exporter and checks that no
+/// `secret` is in them.
+pub fn leak_check_running(exporter: &Exporter, secrets: &[&str]) {
     let metrics = exporter.scrape().text;
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", exporter.pid())).expect("cmdline");
     let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
@@ -55,8 +53,15 @@ pub fn finish_without_leaks(exporter: &mut Exporter, secrets: &[&str]) -> String
         cmdline.contains("--config.file="),
         "read the real cmdline: {cmdline:?}"
     );
-    let (status, _) = exporter.signal_and_wait("TERM", Duration::from_secs(5));
-    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+    for secret in secrets {
+        assert_absent(secret, "/metrics", &metrics);
+        assert_absent(secret, "/proc/PID/cmdline", &cmdline);
+    }
+}
+
+/// After the exporter exited: no `secret` in its stderr (the log, at trace level) or stdout.
+/// Returns the log.
+pub fn leak_check_exited(exporter: &Exporter, secrets: &[&str]) -> String {
     // stdout is collected once the pipe closes, just after the exit.
     std::thread::sleep(Duration::from_millis(200));
     let log = exporter.log();
@@ -66,26 +71,34 @@ pub fn finish_without_leaks(exporter: &mut Exporter, secrets: &[&str]) -> String
         "the test must run at --log.level=trace; log:\n{log}"
     );
     for secret in secrets {
-        // The random part alone, so a token cut after its prefix would be caught too.
-        let core = secret.split_once('.').map_or(*secret, |(_, rest)| rest);
-        assert!(core.len() >= 20, "a real token: {secret}");
-        for (place, text) in [
-            ("/metrics", &metrics),
-            ("/proc/PID/cmdline", &cmdline),
-            ("stderr", &log),
-            ("stdout", &stdout),
-        ] {
-            assert!(
-                !text.contains(core),
-                "a token leaked into {place}:\n{}",
-                text.lines()
-                    .filter(|l| l.contains(core))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
+        assert_absent(secret, "stderr", &log);
+        assert_absent(secret, "stdout", &stdout);
     }
     log
+}
+
+fn assert_absent(secret: &str, place: &str, text: &str) {
+    // The random part alone, so a token cut after its prefix would be caught too.
+    let core = secret.split_once('.').map_or(secret, |(_, rest)| rest);
+    assert!(core.len() >= 20, "a real token: {secret}");
+    assert!(
+        !text.contains(core),
+        "a token leaked into {place}:\n{}",
+        text.lines()
+            .filter(|l| l.contains(core))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The checks every fault test ends with, at `--log.level=trace`: no `secret` appears in
+/// `/metrics`, `/proc/PID/cmdline`, stderr or stdout, and SIGTERM ends the process with
+/// status 0. Returns the full log.
+pub fn finish_without_leaks(exporter: &mut Exporter, secrets: &[&str]) -> String {
+    leak_check_running(exporter, secrets);
+    let (status, _) = exporter.signal_and_wait("TERM", Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+    leak_check_exited(exporter, secrets)
 }
 
 /// Lines of `log` containing every one of `needles`.
