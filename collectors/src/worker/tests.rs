@@ -558,13 +558,75 @@ fn rate_limit_retry_after_is_respected_within_the_time_left() {
 
 #[test]
 fn a_wall_clock_jump_moves_no_renewal() {
-    let mut h = Harness::new(|_| Ok(service(1000)), |_| Ok(granted(1000)));
-    h.worker.step();
-    h.clock.jump_wall_clock(86_400.0);
+    // Jumps a day forward, a day back, and far back, each after the lookup has
+    // scheduled the renewal: it still happens 40-50 % of the lease after the lookup on
+    // the monotonic clock, and so does every later one.
+    for jump in [86_400.0, -86_400.0, -1_000_000.0] {
+        let mut h = Harness::new(|_| Ok(service(1000)), |_| Ok(granted(1000)));
+        h.run_until(secs(10));
+        assert_eq!(h.vault.calls("lookup"), [Duration::ZERO]);
+        let announced = h.state.snapshot().next_renewal.unwrap();
+        h.clock.jump_wall_clock(jump);
+        h.run_until(secs(1400));
+        let renewals = h.vault.calls("renew");
+        assert!(renewals.len() >= 2, "jump {jump}: {renewals:?}");
+        assert!(
+            renewals[0] >= secs(400) && renewals[0] <= secs(500),
+            "jump {jump}: first renewal at {:?}",
+            renewals[0]
+        );
+        for pair in renewals.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= secs(400) && gap <= secs(500), "jump {jump}: {gap:?}");
+        }
+        // Timestamps stamped before the jump keep the old wall clock; those stamped after
+        // it use the new one: the next renewal is announced 400-500 s ahead of it.
+        let announced_after = h.state.snapshot().next_renewal.unwrap();
+        let ahead = announced_after - h.clock.unix();
+        assert!((0.0..=500.0).contains(&ahead), "jump {jump}: {ahead}");
+        assert!(
+            (announced_after - announced - jump).abs() > 1.0,
+            "re-announced after the jump"
+        );
+    }
+}
+
+#[test]
+fn a_wall_clock_jump_during_backoff_keeps_the_retry_spacing() {
+    // The renewal (due at 400-500 s) and the next four retries fail; the wall clock jumps
+    // back an hour at t=501 s, in the middle of that backoff: retries stay 1 s, 2 s, 4 s,
+    // 8 s (+ up to 25 % jitter) apart on the monotonic clock, and the fifth one renews.
+    let mut calls = 0;
+    let mut h = Harness::new(
+        |_| Ok(service(1000)),
+        move |_| {
+            calls += 1;
+            if calls <= 5 {
+                Err(VaultError::Network("connection refused".into()))
+            } else {
+                Ok(granted(1000))
+            }
+        },
+    );
+    h.run_until(secs(501));
+    assert!(!h.vault.calls("renew").is_empty());
+    h.clock.jump_wall_clock(-3600.0);
     h.run_until(secs(600));
     let renewals = h.vault.calls("renew");
-    assert_eq!(renewals.len(), 1);
-    assert!(renewals[0] >= secs(400) && renewals[0] <= secs(500));
+    assert_eq!(renewals.len(), 6, "{renewals:?}");
+    let gaps: Vec<f64> = renewals
+        .windows(2)
+        .map(|p| (p[1] - p[0]).as_secs_f64())
+        .collect();
+    for (i, gap) in gaps.iter().enumerate().take(4) {
+        let base = f64::from(1u32 << i);
+        assert!(
+            *gap >= base && *gap <= base * 1.25 + 1e-9,
+            "retry {i}: {gap} s ({gaps:?})"
+        );
+    }
+    assert_eq!(h.outcome(Outcome::Success), 1);
+    assert_eq!(h.reason(Reason::Network), 5);
 }
 
 #[test]
