@@ -6,31 +6,38 @@
 //! deadline; and its TLS (rustls 0.20) cannot ask for client certificates and runs
 //! each handshake on its single accept thread, where one slow client stalls everyone.
 //!
-//! So the exporter accepts connections itself and hands each, once it has a slot, to a
-//! connection thread (at most [`MAX_CONNECTIONS`] at a time; the next clients wait in
-//! the kernel's backlog, or take the slot of the connection idle longest). That thread
-//! does the TLS handshake with rustls 0.23 when TLS is on (off the accept path, within
-//! [`HANDSHAKE_TIMEOUT`]), enforces the request-head deadline and size limit, and
-//! relays the plaintext, with poll(2), to the tiny_http server that answers requests.
+//! So the exporter accepts connections itself, at once, and gives each a slot: a
+//! connection thread, at most [`MAX_CONNECTIONS`] at a time. That thread does the TLS
+//! handshake with rustls 0.23 when TLS is on (off the accept path, within
+//! [`HANDSHAKE_TIMEOUT`]), enforces the request-head deadline and size limit, and relays
+//! the plaintext, with poll(2), to the tiny_http server that answers requests, one
+//! request at a time per connection (a pipelining client cannot queue unbounded work).
 //! That server listens on a Unix socket that has no name: it is bound in a fresh 0700
-//! directory, opened with `O_PATH`, then unlinked, and reached as
-//! `/proc/self/fd/N`. Nothing else (no other user, no other process in the network
-//! namespace, unlike a loopback port or an abstract socket) can reach it and skip the
-//! TLS client-certificate check or the connection limit, and nothing is left on disk
-//! whatever way the process ends.
+//! directory, opened with `O_PATH`, then unlinked, and reached as `/proc/self/fd/N`.
+//! Nothing else (no other user, no other process in the network namespace, unlike a
+//! loopback port or an abstract socket) can reach it and skip the TLS client-certificate
+//! check or the connection limit, and nothing is left on disk however the process ends.
+//!
+//! With every slot taken, new clients wait (a descriptor each, no thread), newest first,
+//! for at most [`REQUEST_HEAD_TIMEOUT`], which counts from the connect: the first request
+//! must be in by then. Meanwhile connections make room: one idle between requests, or
+//! whose client stopped reading, is closed; one that pipelines, or held its slot for
+//! [`FAIR_SHARE`], closes itself after its current answer. So hostile clients cost at
+//! most a slot for a few seconds each, and a scrape arriving in a flood of them is
+//! served next.
 //!
 //! Plain HTTP goes through the same door: the limits matter most there, and the relay
-//! costs one copy through a Unix socket (well under a millisecond per megabyte), not a
-//! protocol. Responses are read from tiny_http eagerly (up to [`MAX_BUFFERED_RESPONSE`])
-//! so a client that reads slowly holds neither a handler thread nor a slot for long.
+//! costs one local copy through a Unix socket (well under a millisecond per megabyte).
+//! Responses are read from tiny_http eagerly (up to [`MAX_BUFFERED_RESPONSE`]) so a
+//! client that reads slowly holds no handler thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +64,15 @@ pub const MAX_BUFFERED_RESPONSE: usize = 16 * 1024 * 1024;
 /// requests, nothing in flight) gives its slot up. Real clients send their request as
 /// soon as they connect; this spares them.
 const EVICTABLE_AFTER: Duration = Duration::from_millis(250);
+/// When every slot is taken and a client waits, a connection whose client took nothing
+/// of its response for this long gives its slot up.
+const STALLED_AFTER: Duration = Duration::from_secs(1);
+/// While clients wait for a slot, a connection that held its slot this long, or that
+/// pipelines requests, closes itself between two requests (clients retry an idempotent
+/// request on a closed kept-alive connection).
+pub const FAIR_SHARE: Duration = Duration::from_secs(2);
+/// Clients waiting for a slot right now.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
 /// Stack of a connection thread: a poll loop and rustls, which keeps its state on the heap.
 const CONNECTION_STACK: usize = 256 * 1024;
 const CHUNK: usize = 64 * 1024;
@@ -65,6 +81,15 @@ const CHUNK: usize = 64 * 1024;
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// `now_ms` of an instant.
+fn ms_of(at: Instant) -> u64 {
+    let now = Instant::now();
+    match at.checked_duration_since(now) {
+        Some(ahead) => now_ms() + ahead.as_millis() as u64,
+        None => now_ms().saturating_sub(now.duration_since(at).as_millis() as u64),
+    }
 }
 
 /// The tiny_http side's socket: a Unix socket without a name, reachable only through
@@ -146,9 +171,10 @@ impl Internal {
 struct Slot {
     /// A handle on the client socket, to shut it down.
     socket: TcpStream,
-    last_active_ms: AtomicU64,
-    /// Between requests with nothing in flight: may be closed to make room.
-    idle: AtomicBool,
+    /// From this time (`now_ms`) on, the connection may be closed to make room for a
+    /// waiting client: it sits idle between requests, or its client stopped taking its
+    /// response. `u64::MAX`: busy.
+    evictable_at_ms: AtomicU64,
 }
 
 struct Slots {
@@ -177,21 +203,20 @@ impl Slots {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Closes up to `wanted` connections that sit idle (longest idle first) to make
-    /// room for clients waiting for a slot.
+    /// Closes up to `wanted` connections that sit idle or stalled (longest first) to
+    /// make room for clients waiting for a slot.
     fn evict(&self, wanted: usize) {
         let now = now_ms();
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let mut idle: Vec<(u64, &Arc<Slot>)> = live
+        let mut evictable: Vec<(u64, &Arc<Slot>)> = live
             .values()
-            .filter(|s| s.idle.load(Ordering::Relaxed))
-            .map(|s| (s.last_active_ms.load(Ordering::Relaxed), s))
-            .filter(|(at, _)| now.saturating_sub(*at) >= EVICTABLE_AFTER.as_millis() as u64)
+            .map(|s| (s.evictable_at_ms.load(Ordering::Relaxed), s))
+            .filter(|(at, _)| *at <= now)
             .collect();
-        idle.sort_by_key(|(at, _)| *at);
-        for (_, slot) in idle.into_iter().take(wanted) {
+        evictable.sort_by_key(|(at, _)| *at);
+        for (_, slot) in evictable.into_iter().take(wanted) {
             // Marked busy so the next round does not pick it again while it closes.
-            slot.idle.store(false, Ordering::Relaxed);
+            slot.evictable_at_ms.store(u64::MAX, Ordering::Relaxed);
             let _ = slot.socket.shutdown(Shutdown::Both);
         }
     }
@@ -199,8 +224,7 @@ impl Slots {
     fn register(self: &Arc<Self>, id: u64, socket: TcpStream) -> SlotGuard {
         let slot = Arc::new(Slot {
             socket,
-            last_active_ms: AtomicU64::new(now_ms()),
-            idle: AtomicBool::new(false),
+            evictable_at_ms: AtomicU64::new(u64::MAX),
         });
         self.live
             .lock()
@@ -291,13 +315,14 @@ pub fn accept_loop(
         }
         let mut free = MAX_CONNECTIONS.saturating_sub(slots.taken());
         while free > 0 {
-            let Some((stream, _)) = waiting.pop() else {
+            let Some((stream, accepted)) = waiting.pop() else {
                 break;
             };
             free -= 1;
             next_id += 1;
-            start_connection(stream, &slots, next_id, &tls, &internal);
+            start_connection(stream, accepted, &slots, next_id, &tls, &internal);
         }
+        WAITING.store(waiting.len(), Ordering::Relaxed);
         if !waiting.is_empty() {
             slots.evict(waiting.len());
         }
@@ -309,6 +334,7 @@ pub const MAX_WAITING: usize = 256;
 
 fn start_connection(
     stream: TcpStream,
+    accepted: Instant,
     slots: &Arc<Slots>,
     id: u64,
     tls: &Option<Arc<ServerConfig>>,
@@ -332,7 +358,7 @@ fn start_connection(
         .stack_size(CONNECTION_STACK)
         .spawn(move || {
             let slot = guard.slot.clone();
-            Connection::new(stream, &slot, &internal).run(tls);
+            Connection::new(stream, accepted, &slot, &internal).run(tls);
             drop(guard);
         });
     if let Err(e) = spawned {
@@ -362,6 +388,8 @@ struct Connection<'a> {
     internal: Option<UnixStream>,
     tls: Option<ServerConnection>,
     accepted: Instant,
+    /// When this connection got its slot.
+    started: Instant,
     /// Plaintext from the client, not yet written to tiny_http.
     inbound: Vec<u8>,
     /// Plaintext from tiny_http, not yet written to the client (or handed to rustls).
@@ -369,10 +397,10 @@ struct Connection<'a> {
     out_pos: usize,
     head: Head,
     heads_done: u64,
-    /// A request went to tiny_http and its answer is not fully delivered yet.
-    awaiting: bool,
-    /// tiny_http began answering the latest request.
-    answer_started: bool,
+    /// The request being forwarded to tiny_http.
+    forwarding: Forwarding,
+    /// The answers tiny_http owes.
+    responses: Responses,
     /// tiny_http sent something on this connection.
     answered_any: bool,
     client_eof: bool,
@@ -395,7 +423,8 @@ const PLAIN_ON_TLS: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/pla
 const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\nConnection: close\r\n\r\nRequest Header Fields Too Large\n";
 
 impl<'a> Connection<'a> {
-    fn new(client: TcpStream, slot: &'a Slot, internal: &'a Internal) -> Self {
+    /// `accepted`: when the client connected (it may have waited for its slot since).
+    fn new(client: TcpStream, accepted: Instant, slot: &'a Slot, internal: &'a Internal) -> Self {
         let now = Instant::now();
         Connection {
             client,
@@ -403,14 +432,15 @@ impl<'a> Connection<'a> {
             internal_path: internal,
             internal: None,
             tls: None,
-            accepted: now,
+            accepted,
+            started: now,
             inbound: Vec::new(),
             outbound: Vec::new(),
             out_pos: 0,
             head: Head::Waiting,
             heads_done: 0,
-            awaiting: false,
-            answer_started: false,
+            forwarding: Forwarding::default(),
+            responses: Responses::default(),
             answered_any: false,
             client_eof: false,
             internal_eof: false,
@@ -527,11 +557,12 @@ impl<'a> Connection<'a> {
 
     fn deadline(&self) -> Instant {
         let mut deadline = match self.head {
+            // The first request head must be in within the timeout of connecting.
+            _ if self.heads_done == 0 => self.accepted + REQUEST_HEAD_TIMEOUT,
             Head::Reading { since, .. } => since + REQUEST_HEAD_TIMEOUT,
-            Head::Waiting if self.heads_done == 0 => self.accepted + REQUEST_HEAD_TIMEOUT,
             Head::Waiting => self.last_active + IDLE_TIMEOUT,
         };
-        if self.awaiting || self.out_pending() || self.closing {
+        if self.responses.in_flight() || self.out_pending() || self.closing {
             deadline = self.last_out_progress + WRITE_TIMEOUT;
         }
         deadline
@@ -616,20 +647,30 @@ impl<'a> Connection<'a> {
             }
             self.internal_write_shut = true;
         }
-        if self.awaiting && self.answer_started && !self.out_pending() && self.inbound.is_empty() {
-            self.awaiting = false;
+        let between_requests = !self.responses.in_flight() && !self.out_pending();
+        if between_requests
+            && self.heads_done > 0
+            && WAITING.load(Ordering::Relaxed) > 0
+            && (!self.inbound.is_empty() || self.started.elapsed() >= FAIR_SHARE)
+        {
+            return Step::Close("yielding its slot to waiting clients");
         }
-        let idle = self.head == Head::Waiting
-            && !self.awaiting
-            && !self.out_pending()
-            && self.inbound.is_empty();
-        self.slot.idle.store(idle, Ordering::Relaxed);
+        let idle = self.head == Head::Waiting && between_requests && self.inbound.is_empty();
+        let evictable_at = if idle {
+            ms_of(self.last_active + EVICTABLE_AFTER)
+        } else if self.out_pending() {
+            ms_of(self.last_out_progress + STALLED_AFTER)
+        } else {
+            u64::MAX
+        };
+        self.slot
+            .evictable_at_ms
+            .store(evictable_at, Ordering::Relaxed);
         Step::Continue
     }
 
     fn active(&mut self) {
         self.last_active = Instant::now();
-        self.slot.last_active_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     fn read_client(&mut self) -> Step {
@@ -699,17 +740,10 @@ impl<'a> Connection<'a> {
                     matched,
                 } => (since, len, matched),
             };
-            let matched = if b == HEAD_END[matched as usize] {
-                matched + 1
-            } else {
-                u8::from(b == b'\r')
-            };
+            let matched = next_match(matched, b);
             if matched == 4 {
                 self.head = Head::Waiting;
                 self.heads_done += 1;
-                self.awaiting = true;
-                self.answer_started = false;
-                self.last_out_progress = now;
             } else if len + 1 > MAX_REQUEST_HEAD {
                 return self.refuse_head();
             } else {
@@ -755,9 +789,19 @@ impl<'a> Connection<'a> {
                 }
             }
         }
+        // One request at a time: the next waits until the answer to this one went out,
+        // so a client cannot queue unbounded work by pipelining without reading.
+        if self.responses.in_flight() || self.out_pending() {
+            return Step::Continue;
+        }
+        let upto = self.forwarding.request_end(&self.inbound);
         let internal = self.internal.as_mut().expect("connected");
-        match internal.write(&self.inbound) {
+        match internal.write(&self.inbound[..upto]) {
             Ok(n) => {
+                if let Some(is_head) = self.forwarding.sent(&self.inbound[..n]) {
+                    self.responses.expect(is_head);
+                    self.last_out_progress = Instant::now();
+                }
                 self.inbound.drain(..n);
             }
             Err(e) if is_transient(&e) => {}
@@ -788,8 +832,8 @@ impl<'a> Connection<'a> {
             }
             Ok(n) => {
                 self.outbound.truncate(start + n);
+                self.responses.feed(&self.outbound[start..]);
                 self.answered_any = true;
-                self.answer_started = true;
                 self.active();
             }
             Err(e) => {
@@ -882,6 +926,213 @@ impl<'a> Connection<'a> {
     }
 }
 
+/// Finds where requests end in the bytes going to tiny_http.
+#[derive(Default)]
+struct Forwarding {
+    /// Bytes of CRLFCRLF matched at the end of what was sent.
+    matched: u8,
+    /// The first bytes of the request being sent (its method).
+    method: Vec<u8>,
+}
+
+impl Forwarding {
+    /// How much of `pending` to send now: up to the end of the first request head.
+    fn request_end(&self, pending: &[u8]) -> usize {
+        let mut matched = self.matched;
+        for (i, &b) in pending.iter().enumerate() {
+            matched = next_match(matched, b);
+            if matched == 4 {
+                return i + 1;
+            }
+        }
+        pending.len()
+    }
+
+    /// Notes `sent` bytes; at the end of a request head, says whether it was a HEAD.
+    fn sent(&mut self, sent: &[u8]) -> Option<bool> {
+        for &b in sent {
+            if self.method.len() < 5 {
+                self.method.push(b);
+            }
+            self.matched = next_match(self.matched, b);
+            if self.matched == 4 {
+                self.matched = 0;
+                let is_head = self.method.as_slice() == b"HEAD ";
+                self.method.clear();
+                return Some(is_head);
+            }
+        }
+        None
+    }
+}
+
+/// One step of matching CRLFCRLF.
+fn next_match(matched: u8, b: u8) -> u8 {
+    if b == HEAD_END[matched as usize] {
+        matched + 1
+    } else {
+        u8::from(b == b'\r')
+    }
+}
+
+/// Follows the responses tiny_http writes (a head, then a body by length or in chunks)
+/// to know when each ends. Should it ever not understand one, it stops tracking and the
+/// relay stops holding requests back.
+#[derive(Default)]
+struct Responses {
+    /// For each request sent and not fully answered: was it a HEAD request?
+    expecting: VecDeque<bool>,
+    state: Body,
+    head: Vec<u8>,
+    lost: bool,
+}
+
+#[derive(Debug, Default, PartialEq)]
+enum Body {
+    /// Reading a response head (into `Responses::head`).
+    #[default]
+    Head,
+    Fixed(u64),
+    ChunkSize(Vec<u8>),
+    /// Chunk bytes left, with the CRLF after them.
+    ChunkData(u64),
+    /// After the last chunk: trailer lines up to an empty one.
+    Trailer(Vec<u8>),
+    UntilClose,
+}
+
+/// Bytes up to and including the first LF.
+fn line_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |i| i + 1)
+}
+
+impl Responses {
+    fn in_flight(&self) -> bool {
+        !self.lost && !self.expecting.is_empty()
+    }
+
+    fn expect(&mut self, is_head: bool) {
+        self.expecting.push_back(is_head);
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !self.lost {
+            let taken = match &mut self.state {
+                Body::Head => {
+                    let mut taken = 0;
+                    for &b in bytes {
+                        taken += 1;
+                        self.head.push(b);
+                        if self.head.ends_with(HEAD_END) {
+                            self.state = self.body_of_head();
+                            self.head.clear();
+                            break;
+                        }
+                    }
+                    if self.head.len() > MAX_REQUEST_HEAD {
+                        self.lost = true;
+                    }
+                    taken
+                }
+                Body::Fixed(left) => {
+                    let n = (*left).min(bytes.len() as u64);
+                    *left -= n;
+                    if *left == 0 {
+                        self.state = self.answered();
+                    }
+                    n as usize
+                }
+                Body::ChunkSize(line) => {
+                    let n = line_len(bytes);
+                    line.extend_from_slice(&bytes[..n]);
+                    if line.ends_with(b"\n") {
+                        let text = String::from_utf8_lossy(line);
+                        let hex = text.split(';').next().unwrap_or("").trim();
+                        match u64::from_str_radix(hex, 16) {
+                            Ok(0) => self.state = Body::Trailer(Vec::new()),
+                            Ok(size) => self.state = Body::ChunkData(size.saturating_add(2)),
+                            Err(_) => self.lost = true,
+                        }
+                    } else if line.len() > 1024 {
+                        self.lost = true;
+                    }
+                    n
+                }
+                Body::ChunkData(left) => {
+                    let n = (*left).min(bytes.len() as u64);
+                    *left -= n;
+                    if *left == 0 {
+                        self.state = Body::ChunkSize(Vec::new());
+                    }
+                    n as usize
+                }
+                Body::Trailer(line) => {
+                    let n = line_len(bytes);
+                    line.extend_from_slice(&bytes[..n]);
+                    if line.as_slice() == b"\r\n" {
+                        self.state = self.answered();
+                    } else if line.ends_with(b"\n") {
+                        line.clear();
+                    } else if line.len() > MAX_REQUEST_HEAD {
+                        self.lost = true;
+                    }
+                    n
+                }
+                Body::UntilClose => bytes.len(),
+            };
+            bytes = &bytes[taken..];
+        }
+    }
+
+    /// What follows a complete response head.
+    fn body_of_head(&mut self) -> Body {
+        let text = String::from_utf8_lossy(&self.head).into_owned();
+        let mut lines = text.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let (mut length, mut chunked) = (None, false);
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<u64>().ok();
+            } else if name.trim().eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.to_ascii_lowercase().contains("chunked");
+            }
+        }
+        let is_head = self.expecting.front().copied().unwrap_or(false);
+        match status {
+            0 => {
+                self.lost = true;
+                Body::UntilClose
+            }
+            // 100 Continue and friends: the real answer follows.
+            100..=199 => Body::Head,
+            204 | 304 => self.answered(),
+            _ if is_head => self.answered(),
+            _ if chunked => Body::ChunkSize(Vec::new()),
+            _ => match length {
+                Some(0) => self.answered(),
+                Some(n) => Body::Fixed(n),
+                None => Body::UntilClose,
+            },
+        }
+    }
+
+    /// One response complete; returns the state for the next one.
+    fn answered(&mut self) -> Body {
+        self.expecting.pop_front();
+        Body::Head
+    }
+}
+
 fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -892,6 +1143,44 @@ fn is_transient(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses_are_followed_by_length_by_chunks_and_for_head_requests() {
+        let mut r = Responses::default();
+        r.expect(false);
+        r.expect(true);
+        r.expect(false);
+        r.expect(false);
+        let stream: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello\
+HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n\
+HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n\
+HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        // Byte by byte: every split point must work.
+        for (i, b) in stream.iter().enumerate() {
+            assert!(r.in_flight(), "answered early, at byte {i}");
+            r.feed(std::slice::from_ref(b));
+        }
+        assert!(!r.in_flight() && !r.lost, "{:?}", r.state);
+        r.expect(false);
+        r.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab");
+        assert!(r.in_flight());
+        r.feed(b"c");
+        assert!(!r.in_flight());
+    }
+
+    #[test]
+    fn forwarding_stops_at_the_end_of_each_request_head() {
+        let mut f = Forwarding::default();
+        let pending = b"GET / HTTP/1.1\r\n\r\nHEAD /m HTTP/1.1\r\n\r\nGET";
+        let first = f.request_end(pending);
+        assert_eq!(&pending[..first], b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(f.sent(&pending[..first]), Some(false));
+        let rest = &pending[first..];
+        let second = f.request_end(rest);
+        assert_eq!(f.sent(&rest[..3]), None);
+        assert_eq!(f.sent(&rest[3..second]), Some(true));
+        assert_eq!(f.request_end(&rest[second..]), 3);
+    }
 
     #[test]
     fn the_internal_socket_is_reachable_and_leaves_nothing_on_disk() {

@@ -1,0 +1,387 @@
+//! The HTTP server under abuse, black-box: many concurrent scrapes, clients that never
+//! send a request (or trickle it), a 1 MB request header, a flood of connections. Other
+//! scrapes keep answering in time and the thread count stays bounded
+//! (`/proc/PID/status`, `Threads:`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{temp_dir, Exporter};
+
+/// Client connections the exporter serves at once (`front::MAX_CONNECTIONS`); each costs
+/// at most two threads.
+const MAX_CONNECTIONS: usize = 64;
+
+/// The tests measure latency: one at a time, so they do not load each other.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn start(name: &str) -> Exporter {
+    let dir = temp_dir(name);
+    let mut yaml = String::from("vaults:\n");
+    for i in 0..5 {
+        let token = dir.join(format!("token-{i}"));
+        common::write_token(&token, &format!("hvs.robustness-{i}"));
+        yaml.push_str(&common::file_entry(
+            &format!("v{i}"),
+            "http://127.0.0.1:9",
+            &token,
+            "",
+        ));
+    }
+    let config = dir.join("config.yml");
+    std::fs::write(&config, yaml).unwrap();
+    Exporter::start_in(dir, &[format!("--config.file={}", config.display())], &[])
+}
+
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads: in /proc/PID/status")
+}
+
+/// Reads one HTTP/1.1 response (Content-Length or chunked): (status, body).
+fn read_response(reader: &mut impl BufRead) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse::<usize>().ok();
+        }
+        if name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16)
+                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(length) = length {
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
+    }
+    Ok((status, body))
+}
+
+/// One scrape on a fresh connection: how long it took; panics unless it is a 200 with
+/// metrics in it.
+fn timed_scrape(addr: SocketAddr) -> Duration {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (status, body) = read_response(&mut BufReader::new(stream)).expect("a scrape answer");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("vault_token_state{vault=\"v4\""));
+    started.elapsed()
+}
+
+#[test]
+fn many_concurrent_scrapes_all_answer() {
+    let _serial = serial();
+    let exporter = start("http-concurrent");
+    let addr = exporter.addr;
+    let started = Instant::now();
+    // 100 clients scraping on fresh connections and 20 on kept-alive ones, all at once.
+    let fresh: Vec<_> = (0..100)
+        .map(|_| {
+            std::thread::spawn(move || (0..5).map(|_| timed_scrape(addr)).max().unwrap_or_default())
+        })
+        .collect();
+    let kept_alive: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let connect = || {
+                    let stream = TcpStream::connect(addr).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(20)))
+                        .unwrap();
+                    (stream.try_clone().unwrap(), BufReader::new(stream))
+                };
+                let (mut writer, mut reader) = connect();
+                let mut slowest = Duration::ZERO;
+                for _ in 0..10 {
+                    let t = Instant::now();
+                    let request = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
+                    writer.write_all(request).unwrap();
+                    let (status, body) = match read_response(&mut reader) {
+                        Ok(answer) => answer,
+                        // Under pressure a kept-alive connection may be closed between
+                        // requests; clients (Go's, Prometheus') retry on a new one.
+                        Err(_) => {
+                            (writer, reader) = connect();
+                            writer.write_all(request).unwrap();
+                            read_response(&mut reader).unwrap()
+                        }
+                    };
+                    assert_eq!(status, 200);
+                    assert!(!body.is_empty());
+                    slowest = slowest.max(t.elapsed());
+                }
+                slowest
+            })
+        })
+        .collect();
+    let slowest = fresh
+        .into_iter()
+        .chain(kept_alive)
+        .map(|t| t.join().expect("a scraper failed"))
+        .max()
+        .unwrap();
+    let total = started.elapsed();
+    println!("700 scrapes from 120 concurrent clients in {total:?}; slowest {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a scrape took {slowest:?}"
+    );
+    assert!(timed_scrape(addr) < Duration::from_secs(1));
+}
+
+#[test]
+fn pipelined_and_head_requests_on_a_kept_alive_connection() {
+    let _serial = serial();
+    let exporter = start("http-pipeline");
+    let stream = TcpStream::connect(exporter.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    writer
+        .write_all(
+            b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .unwrap();
+    let answers: Vec<(u16, Vec<u8>)> = (0..3)
+        .map(|_| read_response(&mut reader).unwrap())
+        .collect();
+    assert_eq!(answers[0], (200, b"Healthy\n".to_vec()));
+    assert_eq!(answers[1].0, 404);
+    assert_eq!(answers[2].0, 200);
+    assert!(String::from_utf8_lossy(&answers[2].1).contains("vault_token_renewals_total"));
+    writer
+        .write_all(b"HEAD /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+    assert!(
+        rest.ends_with("\r\n\r\n"),
+        "a HEAD answer has no body: {rest:?}"
+    );
+}
+
+#[test]
+fn silent_and_trickling_clients_do_not_delay_scrapes_and_are_cut_off() {
+    let _serial = serial();
+    let exporter = start("http-slowloris");
+    let addr = exporter.addr;
+    // Ten clients that connect and never send a request line.
+    let silent: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Ten that send a request head one byte every 200 ms, forever.
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickling: Vec<_> = (0..10)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                let started = Instant::now();
+                let head = b"GET /metrics HTTP/1.1\r\nHost: t\r\nX-Padding: ";
+                for b in head.iter().chain(std::iter::repeat(&b'a')) {
+                    if stop.load(Ordering::Relaxed) || stream.write_all(&[*b]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                started.elapsed()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let slowest = (0..20).map(|_| timed_scrape(addr)).max().unwrap();
+    println!("slowest of 20 scrapes beside 20 slow-loris clients: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a scrape took {slowest:?}"
+    );
+
+    // The request-head deadline (10 s) closes them all.
+    for mut stream in silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "a silent client got an answer");
+    }
+    let guard = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            std::thread::sleep(Duration::from_secs(20));
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+    for t in trickling {
+        let lasted = t.join().unwrap();
+        assert!(
+            lasted < Duration::from_secs(14),
+            "a trickling client lasted {lasted:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(guard);
+    assert!(timed_scrape(addr) < Duration::from_secs(1));
+}
+
+#[test]
+fn a_one_megabyte_request_header_gets_431_and_others_still_answer() {
+    let _serial = serial();
+    let exporter = start("http-big-header");
+    let addr = exporter.addr;
+    let big = std::thread::spawn(move || {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut request = b"GET /metrics HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+        request.resize(request.len() + 1_000_000, b'a');
+        request.extend_from_slice(b"\r\n\r\n");
+        // The server stops reading at its limit: the write may fail part way.
+        let _ = writer.write_all(&request);
+        let mut answer = Vec::new();
+        let _ = BufReader::new(stream).read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    for _ in 0..10 {
+        assert!(timed_scrape(addr) < Duration::from_secs(1));
+    }
+    let answer = big.join().unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "a 1 MB header must be refused with 431: {answer:?}"
+    );
+    // Many of them at once do not hurt either.
+    let many: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                let mut header = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+                header.resize(1_000_000, b'b');
+                let _ = stream.write_all(&header);
+            })
+        })
+        .collect();
+    assert!(timed_scrape(addr) < Duration::from_secs(2));
+    for t in many {
+        t.join().unwrap();
+    }
+    assert!(timed_scrape(addr) < Duration::from_secs(1));
+}
+
+#[test]
+fn the_thread_count_stays_bounded_under_a_connection_flood() {
+    let _serial = serial();
+    let exporter = start("http-flood");
+    let (addr, pid) = (exporter.addr, exporter.pid());
+    timed_scrape(addr);
+    std::thread::sleep(Duration::from_millis(300));
+    let base = threads(pid);
+    // tiny_http keeps up to 4 idle pool threads; each served connection costs at most
+    // one relay thread and one tiny_http thread.
+    let bound = base + 2 * MAX_CONNECTIONS + 8;
+
+    let mut flood = Vec::new();
+    let mut peak = base;
+    for i in 0..400 {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        match i % 4 {
+            0 => {}
+            1 => stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n")
+                .unwrap(),
+            // Asks for many scrapes and never reads them.
+            2 => stream
+                .write_all(&b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n".repeat(50))
+                .unwrap(),
+            _ => stream
+                .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap(),
+        }
+        flood.push(stream);
+        if i % 20 == 0 {
+            peak = peak.max(threads(pid));
+        }
+    }
+    let mut slowest = Duration::ZERO;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        peak = peak.max(threads(pid));
+        slowest = slowest.max(timed_scrape(addr));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "400 hostile connections: threads {base} before, peak {peak} (bound {bound}); slowest scrape meanwhile {slowest:?}"
+    );
+    assert!(peak <= bound, "{peak} threads, more than {bound}");
+    // Prometheus' default scrape timeout is 10 s; idle, stalled, pipelining and
+    // long-lived connections give their slots up to waiting clients.
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a scrape took {slowest:?} during the flood"
+    );
+
+    drop(flood);
+    let started = Instant::now();
+    let mut now = threads(pid);
+    while now > base + 4 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(250));
+        now = threads(pid);
+    }
+    println!(
+        "threads {now} {:?} after the flood ended",
+        started.elapsed()
+    );
+    assert!(
+        now <= base + 4,
+        "{now} threads left after the flood (base {base})"
+    );
+    assert!(timed_scrape(addr) < Duration::from_secs(1));
+}
