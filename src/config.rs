@@ -109,6 +109,14 @@ pub fn load_file(
         let source = match (entry.token_file, entry.token_env) {
             (Some(path), None) => TokenSource::File(path),
             (None, Some(var)) => {
+                // Not a variable name: most likely the token itself, pasted in by mistake.
+                // Say so without echoing it.
+                if !is_env_var_name(&var) {
+                    return Err(fail(
+                        "token_env",
+                        "must name an environment variable (letters, digits and _), not hold the token itself",
+                    ));
+                }
                 let value = env(&var).ok_or_else(|| {
                     fail(
                         "token_env",
@@ -194,6 +202,15 @@ pub fn load_file(
         });
     }
     Ok(tokens)
+}
+
+/// A portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn check_address(address: &str) -> Result<(), String> {
@@ -350,6 +367,18 @@ mod tests {
             let err = error(name, yaml);
             assert!(err.contains(key), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn a_token_pasted_as_token_env_is_refused_without_being_echoed() {
+        let err = error(
+            "pasted.yml",
+            "vaults:\n  - name: a\n    address: http://x\n    token_env: hvs.PASTEDsecret\n",
+        );
+        assert!(err.contains("vaults[0].token_env"), "{err}");
+        assert!(!err.contains("PASTEDsecret"), "the value is not echoed");
+        assert!(is_env_var_name("VAULT_TOKEN_PROD") && is_env_var_name("_x1"));
+        assert!(!is_env_var_name("1X") && !is_env_var_name("") && !is_env_var_name("a-b"));
     }
 
     #[test]

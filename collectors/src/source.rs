@@ -68,7 +68,19 @@ fn read_token_file(path: &Path) -> Result<Token, SourceError> {
         return Err(unreadable("larger than 64 KiB".into()));
     }
     let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))?;
-    Token::new(&text).ok_or_else(|| SourceError::Empty(path.to_owned()))
+    let token = Token::new(&text).ok_or_else(|| SourceError::Empty(path.to_owned()))?;
+    // Whitespace or control characters inside (two lines, say) make no token and no valid
+    // header: a token-source problem, not a network one. Never say what the file holds.
+    if token
+        .expose()
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(unreadable(
+            "it holds more than one token (whitespace or control characters inside)".into(),
+        ));
+    }
+    Ok(token)
 }
 
 /// A warning when a token file can be read by group or others, as ssh does for keys.
@@ -123,6 +135,10 @@ mod tests {
         std::fs::write(&path, [0xff, 0xfe, b'h']).unwrap();
         let err = source.read().unwrap_err().to_string();
         assert!(err.contains("not UTF-8") && err.contains("token"), "{err}");
+        std::fs::write(&path, "hvs.FIRSTsecret\nhvs.SECONDsecret\n").unwrap();
+        let err = source.read().unwrap_err();
+        assert!(matches!(err, SourceError::Unreadable { .. }));
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]
