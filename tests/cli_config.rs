@@ -528,6 +528,26 @@ fn env_mode_without_any_token_exits_2() {
 }
 
 #[test]
+fn env_mode_rejects_bad_variables_with_exit_2() {
+    let cases = [
+        (
+            vec![("VAULT_CLIENT_CERT", "/client.pem")],
+            "VAULT_CLIENT_KEY",
+        ),
+        (vec![("VAULT_SKIP_VERIFY", "maybe")], "VAULT_SKIP_VERIFY"),
+        (vec![("VAULT_ADDR", "vault:8200")], "VAULT_ADDR"),
+    ];
+    for (vars, named) in cases {
+        let mut env = vec![("VAULT_TOKEN", "hvs.not-a-real-token")];
+        env.extend(vars);
+        let (code, _, stderr) = run_to_exit(&["--web.listen-address=127.0.0.1:0"], &env);
+        assert_eq!(code, 2, "{named}: {stderr}");
+        assert!(stderr.contains(named), "names {named}: {stderr}");
+        assert!(!stderr.contains("not-a-real-token"));
+    }
+}
+
+#[test]
 fn config_mode_ignores_the_vault_environment() {
     let vault = VaultDouble::start();
     let token = vault.add_token(TokenSpec::service(60));

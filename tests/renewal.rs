@@ -156,6 +156,14 @@ fn renews_at_half_the_ttl_with_vault_headers_and_no_increment() {
         ("GET", LOOKUP),
         "the first request is a lookup-self"
     );
+    assert!(
+        seen[0].x_vault_request,
+        "lookup-self carries X-Vault-Request: true"
+    );
+    assert!(
+        seen[0].header("X-Vault-Token") == Some(token.as_str()),
+        "lookup-self carries the token in X-Vault-Token"
+    );
     assert!(renews(&vault, &token).is_empty(), "no renewal at start");
     assert_eq!(s.renewals("prod", "success"), 0.0, "a lookup is no renewal");
     let lookup_at = unix(seen[0].at);
@@ -736,12 +744,14 @@ fn revoke_and_expect_quiet(exporter: &Exporter, vault: &VaultDouble, token: &str
     );
 }
 
-/// Writes a new token with `write` and expects it renewing within 5 s, without a restart.
+/// Writes a new token with `write` and expects it renewing within 5 s, without a restart
+/// (and, with `renew`, its first renewal).
 fn reload_and_expect_renewing(
     exporter: &Exporter,
     vault: &VaultDouble,
     file: &Path,
     write: Writer,
+    renew: bool,
 ) -> String {
     let token = vault.add_token(TokenSpec::service(6));
     let successes = exporter.scrape().renewals("prod", "success");
@@ -757,15 +767,18 @@ fn reload_and_expect_renewing(
         "the new token is looked up"
     );
     assert_eq!(gauge(&s, "vault_token_renewing", "prod"), Some(1.0));
-    exporter.wait_for(secs(6.0), "a renewal of the new token", |s| {
-        s.renewals("prod", "success") > successes
-    });
-    assert_eq!(renews(vault, &token).len(), 1);
+    if renew {
+        exporter.wait_for(secs(6.0), "a renewal of the new token", |s| {
+            s.renewals("prod", "success") > successes
+        });
+        assert_eq!(renews(vault, &token).len(), 1);
+    }
     token
 }
 
-/// Revoked -> invalid and quiet -> reload with `first` -> renewing -> revoked again ->
-/// reload with `second` -> renewing; the revoked tokens are never used again.
+/// Revoked at renewal -> invalid and quiet -> reload with `first` -> renewing -> a revoked
+/// token written -> invalid at lookup -> reload with `second` -> renewing and renewed;
+/// the revoked tokens are never used again.
 fn revoke_then_reload(name: &str, first: Writer, second: Writer) {
     let vault = VaultDouble::start();
     let original = vault.add_token(TokenSpec::service(6));
@@ -776,7 +789,7 @@ fn revoke_then_reload(name: &str, first: Writer, second: Writer) {
         s.state("prod").as_deref() == Some("renewing")
     });
     // No hammering: the default re-check of an invalid token is 5 minutes away.
-    revoke_and_expect_quiet(&exporter, &vault, &original, secs(3.0));
+    revoke_and_expect_quiet(&exporter, &vault, &original, secs(2.5));
     let log = exporter.log();
     let line = log
         .lines()
@@ -791,10 +804,15 @@ fn revoke_then_reload(name: &str, first: Writer, second: Writer) {
     );
     let used = vault.requests_for(&original).len();
 
-    let reloaded = reload_and_expect_renewing(&exporter, &vault, &file, first);
-    revoke_and_expect_quiet(&exporter, &vault, &reloaded, secs(0.5));
-    let used_reloaded = vault.requests_for(&reloaded).len();
-    reload_and_expect_renewing(&exporter, &vault, &file, second);
+    reload_and_expect_renewing(&exporter, &vault, &file, first, false);
+    let revoked = vault.add_token(TokenSpec::service(6));
+    vault.revoke(&revoked);
+    write_token(&file, &revoked);
+    exporter.wait_for(secs(5.0), "invalid at the lookup of a revoked token", |s| {
+        s.state("prod").as_deref() == Some("invalid")
+    });
+    assert_eq!(vault.requests_for(&revoked).len(), 1, "one lookup, one 403");
+    reload_and_expect_renewing(&exporter, &vault, &file, second, true);
 
     let s = exporter.scrape();
     assert_eq!(s.failures("prod", "permission_denied"), 2.0);
@@ -804,7 +822,7 @@ fn revoke_then_reload(name: &str, first: Writer, second: Writer) {
         used,
         "the revoked token is left alone"
     );
-    assert_eq!(vault.requests_for(&reloaded).len(), used_reloaded);
+    assert_eq!(vault.requests_for(&revoked).len(), 1);
 }
 
 #[test]
@@ -1045,4 +1063,236 @@ fn a_missing_or_empty_token_file_is_a_token_source_failure_until_a_token_appears
             && l.contains("reason=token_source")),
         "{log}"
     );
+}
+
+#[test]
+fn a_periodic_token_capped_by_the_mount_max_renews_forever() {
+    let vault = VaultDouble::start();
+    // The period (8 s) exceeds the mount's max TTL (4 s): every renewal carries Vault's
+    // `period of "8s" exceeded the effective max_ttl of "4s"` warning and grants 4 s.
+    vault.set_mount_max_ttl(4);
+    let token = vault.add_token(TokenSpec::periodic(8));
+    let dir = temp_dir("periodic");
+    let file = token_file(&dir, "token", &token);
+    let exporter = start(dir, &[file_entry("periodic", &vault.url(), &file, "")], &[]);
+    let s = exporter.wait_for(secs(10.0), "three renewals", |s| {
+        s.renewals("periodic", "success") >= 3.0
+    });
+    assert_eq!(s.state("periodic").as_deref(), Some("renewing"));
+    assert_eq!(gauge(&s, "vault_token_capped", "periodic"), Some(0.0));
+    assert_eq!(gauge(&s, "vault_token_renewing", "periodic"), Some(1.0));
+    assert_eq!(failures_total(&s, "periodic"), 0.0);
+    assert!(renews(&vault, &token).iter().all(|r| r.status == 200));
+}
+
+#[test]
+fn an_increment_is_sent_when_configured_and_never_below_the_last_lease() {
+    let vault = VaultDouble::start();
+    let longer = vault.add_token(TokenSpec::service(4));
+    let shorter = vault.add_token(TokenSpec::service(4));
+    let dir = temp_dir("increment");
+    let longer_file = token_file(&dir, "longer", &longer);
+    let shorter_file = token_file(&dir, "shorter", &shorter);
+    let exporter = start(
+        dir,
+        &[
+            file_entry("longer", &vault.url(), &longer_file, "    increment: 20s\n"),
+            file_entry(
+                "shorter",
+                &vault.url(),
+                &shorter_file,
+                "    increment: 1s\n",
+            ),
+        ],
+        &[],
+    );
+    let s = exporter.wait_for(secs(6.0), "a renewal of both", |s| {
+        s.renewals("longer", "success") >= 1.0 && s.renewals("shorter", "success") >= 1.0
+    });
+    let increment = |token: &str| -> i64 {
+        let body = &renews(&vault, token)[0].body;
+        let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        json["increment"].as_i64().expect("a numeric increment")
+    };
+    assert_eq!(increment(&longer), 20);
+    let sent = increment(&shorter);
+    assert!(
+        (3..=4).contains(&sent),
+        "a 1 s increment would shorten the 4 s lease; sent {sent}"
+    );
+    // The 20 s grant is what the exporter now schedules from.
+    let ttl = gauge(&s, "vault_token_ttl_seconds", "longer").unwrap();
+    assert!(ttl > 15.0, "ttl {ttl} after a 20 s renewal");
+    let next = gauge(&s, "vault_token_next_renewal_timestamp_seconds", "longer").unwrap();
+    assert!(
+        next - now() > 0.4 * 20.0 - 2.0,
+        "next renewal in {:.1}s",
+        next - now()
+    );
+}
+
+#[test]
+fn a_standby_redirect_is_followed_once() {
+    let active = VaultDouble::start();
+    let standby = VaultDouble::start();
+    let token = active.add_token(TokenSpec::service(4));
+    standby.set_fault(Fault::Redirect {
+        location: active.url(),
+    });
+    let dir = temp_dir("standby");
+    let file = token_file(&dir, "token", &token);
+    let exporter = start(dir, &[file_entry("ha", &standby.url(), &file, "")], &[]);
+    let s = exporter.wait_for(secs(6.0), "a renewal through the standby", |s| {
+        s.renewals("ha", "success") >= 1.0
+    });
+    assert_eq!(failures_total(&s, "ha"), 0.0);
+    let at_standby = standby.requests_for(&token);
+    let at_active = active.requests_for(&token);
+    assert!(at_standby.iter().all(|r| r.status == 307));
+    assert!(at_standby
+        .iter()
+        .any(|r| r.path == RENEW && r.method == "POST"));
+    let renewed = renews(&active, &token);
+    assert_eq!(renewed.len(), 1);
+    assert_eq!(renewed[0].method, "POST", "the POST stays a POST");
+    assert!(renewed[0].x_vault_request);
+    assert_eq!(at_active.len(), at_standby.len(), "one hop per request");
+}
+
+#[test]
+fn a_deleted_token_file_keeps_the_token_in_memory_and_is_picked_up_when_back() {
+    let vault = VaultDouble::start();
+    let token = vault.add_token(TokenSpec::service(6));
+    let dir = temp_dir("deleted");
+    let file = token_file(&dir, "token", &token);
+    let exporter = start(dir, &[file_entry("prod", &vault.url(), &file, "")], &[]);
+    exporter.wait_for(secs(5.0), "renewing", |s| {
+        s.state("prod").as_deref() == Some("renewing")
+    });
+    std::fs::remove_file(&file).unwrap();
+    let s = exporter.wait_for(secs(8.0), "two renewals without the file", |s| {
+        s.renewals("prod", "success") >= 2.0
+    });
+    assert_eq!(s.state("prod").as_deref(), Some("renewing"));
+    assert_eq!(
+        failures_total(&s, "prod"),
+        0.0,
+        "no failure while the token is in memory"
+    );
+    let log = exporter.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("vault=prod") && l.contains("in memory"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "warned once:\n{log}");
+    // The file returns with a new token: it is adopted.
+    let next = vault.add_token(TokenSpec::service(6));
+    write_token(&file, &next);
+    exporter.wait_for(secs(5.0), "renewing with the returned file", |s| {
+        s.state("prod").as_deref() == Some("renewing") && !lookups(&vault, &next).is_empty()
+    });
+    assert_eq!(lookups(&vault, &next).len(), 1);
+}
+
+#[test]
+fn an_outage_longer_than_the_token_expires_it_then_a_new_token_resumes() {
+    let vault = VaultDouble::start();
+    let token = vault.add_token(TokenSpec::service(4));
+    let dir = temp_dir("expired-outage");
+    let file = token_file(&dir, "token", &token);
+    let exporter = start(dir, &[file_entry("prod", &vault.url(), &file, "")], &[]);
+    exporter.wait_for(secs(5.0), "renewing", |s| {
+        s.state("prod").as_deref() == Some("renewing")
+    });
+    vault.stop_listening();
+    let s = exporter.wait_for(secs(8.0), "state expired", |s| {
+        s.state("prod").as_deref() == Some("expired")
+    });
+    assert_eq!(gauge(&s, "vault_token_ttl_seconds", "prod"), Some(0.0));
+    assert_eq!(gauge(&s, "vault_token_renewing", "prod"), Some(0.0));
+    assert!(s.failures("prod", "network") >= 1.0);
+    let log = exporter.wait_for_log(secs(2.0), "rotate the token");
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("vault=prod")
+            && l.contains("expired")
+            && l.contains("rotate the token")),
+        "{log}"
+    );
+    // Back up: an expired token is not retried; a new one is adopted.
+    vault.resume_listening();
+    let seen = vault.requests_for(&token).len();
+    let failures = exporter.scrape().renewals("prod", "failure");
+    std::thread::sleep(secs(1.5));
+    let s = exporter.scrape();
+    assert_eq!(
+        s.renewals("prod", "failure"),
+        failures,
+        "no attempts on an expired token"
+    );
+    assert_eq!(s.state("prod").as_deref(), Some("expired"));
+    let next = vault.add_token(TokenSpec::service(6));
+    write_token_atomically(&file, &next);
+    exporter.wait_for(secs(5.0), "renewing with the new token", |s| {
+        s.state("prod").as_deref() == Some("renewing")
+    });
+    assert_eq!(
+        vault.requests_for(&token).len(),
+        seen,
+        "the expired token is left alone"
+    );
+}
+
+#[test]
+fn renewals_refused_with_400_stop_as_not_renewable_or_invalid() {
+    let vault = VaultDouble::start();
+    let refused = vault.add_token(TokenSpec::service(6));
+    let spent = vault.add_token(TokenSpec::service(6));
+    let dir = temp_dir("refused");
+    let refused_file = token_file(&dir, "refused", &refused);
+    let spent_file = token_file(&dir, "spent", &spent);
+    let exporter = start(
+        dir,
+        &[
+            file_entry("refused", &vault.url(), &refused_file, ""),
+            file_entry("spent", &vault.url(), &spent_file, ""),
+        ],
+        &[],
+    );
+    exporter.wait_for(secs(5.0), "both renewing", |s| {
+        s.state("refused").as_deref() == Some("renewing")
+            && s.state("spent").as_deref() == Some("renewing")
+    });
+    // Renewals now answer as Vault does for a lease made non-renewable and for a token
+    // whose uses ran out.
+    vault.set_token_fault(&refused, Fault::error(400, "lease is not renewable"));
+    vault.set_token_fault(&spent, Fault::error(400, "token not found"));
+    let s = exporter.wait_for(secs(6.0), "not_renewable and invalid", |s| {
+        s.state("refused").as_deref() == Some("not_renewable")
+            && s.state("spent").as_deref() == Some("invalid")
+    });
+    assert_eq!(s.renewals("refused", "not_renewable"), 1.0);
+    assert_eq!(
+        s.renewals("refused", "failure"),
+        0.0,
+        "not renewable is no failure"
+    );
+    assert_eq!(gauge(&s, "vault_token_renewable", "refused"), Some(0.0));
+    assert_eq!(s.renewals("spent", "failure"), 1.0);
+    assert_eq!(s.renewals("spent", "not_renewable"), 0.0);
+    std::thread::sleep(secs(1.5));
+    assert_eq!(
+        renews(&vault, &refused).len(),
+        1,
+        "no retry of a refused renewal"
+    );
+    assert_eq!(renews(&vault, &spent).len(), 1, "no retry of a spent token");
+    let log = exporter.log();
+    assert!(log.lines().any(|l| l.contains("WARN")
+        && l.contains("vault=refused")
+        && l.contains("rotate the token")));
+    assert!(log.lines().any(|l| l.contains("ERROR")
+        && l.contains("vault=spent")
+        && l.contains("vault token renewal failed")
+        && l.contains("rotate the token")));
 }
