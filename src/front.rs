@@ -551,6 +551,12 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// One request at a time: the next waits until the answer to this one went out, so
+    /// a client cannot queue unbounded work by pipelining without reading.
+    fn may_forward(&self) -> bool {
+        !self.responses.in_flight() && !self.out_pending()
+    }
+
     fn out_pending(&self) -> bool {
         self.out_pos < self.outbound.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
@@ -592,8 +598,10 @@ impl<'a> Connection<'a> {
         let read_internal = self.internal.is_some()
             && !self.internal_eof
             && self.outbound.len() - self.out_pos < MAX_BUFFERED_RESPONSE;
-        let write_internal =
-            self.internal.is_some() && !self.inbound.is_empty() && !self.internal_write_shut;
+        let write_internal = self.internal.is_some()
+            && !self.inbound.is_empty()
+            && !self.internal_write_shut
+            && self.may_forward();
         let events = |read: bool, write: bool| {
             (if read { libc::POLLIN } else { 0 }) | (if write { libc::POLLOUT } else { 0 })
         };
@@ -789,9 +797,7 @@ impl<'a> Connection<'a> {
                 }
             }
         }
-        // One request at a time: the next waits until the answer to this one went out,
-        // so a client cannot queue unbounded work by pipelining without reading.
-        if self.responses.in_flight() || self.out_pending() {
+        if !self.may_forward() {
             return Step::Continue;
         }
         let upto = self.forwarding.request_end(&self.inbound);

@@ -385,3 +385,77 @@ fn the_thread_count_stays_bounded_under_a_connection_flood() {
     );
     assert!(timed_scrape(addr) < Duration::from_secs(1));
 }
+
+/// CPU time the process used so far (utime + stime), in seconds (100 ticks a second).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based).
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+#[test]
+fn stuck_and_silent_clients_cost_no_cpu() {
+    let _serial = serial();
+    let exporter = start("http-idle-cpu");
+    let (addr, pid) = (exporter.addr, exporter.pid());
+    let cpu_share = |window: Duration| {
+        let (cpu, started) = (cpu_seconds(pid), Instant::now());
+        std::thread::sleep(window);
+        (cpu_seconds(pid) - cpu) / started.elapsed().as_secs_f64()
+    };
+    // What the exporter spends anyway (its workers retry an unreachable Vault).
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = cpu_share(Duration::from_secs(3));
+    // Clients that ask for many scrapes in one go and never read: their answers fill
+    // the socket buffers and the next requests wait. Plus silent and half-sent ones.
+    let mut hostile = Vec::new();
+    for _ in 0..10 {
+        // A small receive buffer, so the socket is full after a few answers.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream
+            .write_all(&b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n".repeat(500))
+            .unwrap();
+        hostile.push(stream);
+    }
+    for i in 0..20 {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        if i % 2 == 0 {
+            stream.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+        }
+        hostile.push(stream);
+    }
+    // Answering until the socket buffers are full takes a few seconds of CPU; then the
+    // stuck connections must cost nothing (a relay spinning on a ready socket would).
+    let started = Instant::now();
+    while cpu_share(Duration::from_millis(500)) > baseline + 0.05 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the exporter keeps busy with stuck clients"
+        );
+    }
+    println!("answers to stuck clients took {:?}", started.elapsed());
+    let share = cpu_share(Duration::from_secs(3));
+    println!(
+        "CPU: {:.1} % of a core without clients, {:.1} % with 30 stuck or silent ones",
+        baseline * 100.0,
+        share * 100.0
+    );
+    assert!(
+        share < baseline + 0.05,
+        "{:.1} % of a core with stuck clients, {:.1} % without",
+        share * 100.0,
+        baseline * 100.0
+    );
+    assert!(timed_scrape(addr) < Duration::from_secs(1));
+}

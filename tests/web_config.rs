@@ -37,6 +37,7 @@ fn start(dir: &Path, web_yaml: &str) -> Exporter {
         &[
             format!("--config.file={}", config.display()),
             format!("--web.config.file={}", web.display()),
+            "--log.level=debug".into(),
         ],
         &[],
     )
@@ -648,7 +649,8 @@ fn clients_that_never_finish_a_handshake_do_not_hold_up_others() {
     let config = client_config(&pki.ca.cert, None, BOTH);
     for _ in 0..5 {
         let started = Instant::now();
-        let answer = https_get(exporter.addr, &config, "/metrics", None).unwrap();
+        let answer = https_get(exporter.addr, &config, "/metrics", None)
+            .unwrap_or_else(|e| panic!("{e}\n--- log ---\n{}", exporter.log()));
         assert_eq!(answer.status, 200);
         assert!(
             started.elapsed() < Duration::from_secs(1),
