@@ -311,6 +311,19 @@ fn landing_page_health_readiness_metrics_and_404() {
 }
 
 #[test]
+fn a_port_only_listen_address_serves_every_interface() {
+    let exporter = idle_exporter("all-interfaces", &["--web.listen-address=:0"]);
+    assert!(
+        exporter.addr.ip().is_unspecified(),
+        "bound {}",
+        exporter.addr
+    );
+    assert_ne!(exporter.addr.port(), 0, "the log gives the real port");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], exporter.addr.port()));
+    assert_eq!(fetch(loopback, "/-/healthy").0, 200);
+}
+
+#[test]
 fn the_telemetry_path_moves_the_metrics() {
     let exporter = idle_exporter("telemetry-path", &["--web.telemetry-path=/custom/metrics"]);
     let (status, _, body) = fetch(exporter.addr, "/custom/metrics");

@@ -528,6 +528,33 @@ fn an_outage_across_the_renewal_point_is_survived() {
         line.contains("ERROR") && line.contains("vault=prod"),
         "{line}"
     );
+    let attempts = log_times(&log, "reason=network");
+    assert_eq!(
+        attempts.len() as f64,
+        network,
+        "one ERROR line per failed attempt"
+    );
+    for pair in attempts.windows(2) {
+        // rem_euclid: the test may straddle midnight.
+        let gap = (pair[1] - pair[0]).rem_euclid(86_400.0);
+        assert!(gap >= 0.95, "two attempts {gap:.3}s apart");
+    }
+}
+
+/// Seconds of the day of every log line containing `needle` (env_logger's
+/// `[YYYY-MM-DDTHH:MM:SS.mmmZ LEVEL target]` prefix).
+fn log_times(log: &str, needle: &str) -> Vec<f64> {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .map(|l| {
+            let clock = l
+                .get(12..24)
+                .unwrap_or_else(|| panic!("no timestamp in {l}"));
+            let mut parts = clock.split(':');
+            let mut next = || parts.next().unwrap().parse::<f64>().unwrap();
+            next() * 3600.0 + next() * 60.0 + next()
+        })
+        .collect()
 }
 
 #[test]
@@ -1295,4 +1322,91 @@ fn renewals_refused_with_400_stop_as_not_renewable_or_invalid() {
         && l.contains("vault=spent")
         && l.contains("vault token renewal failed")
         && l.contains("rotate the token")));
+}
+
+#[test]
+fn bad_answers_never_lose_the_token() {
+    let vault = VaultDouble::start();
+    let token = vault.add_token(TokenSpec::service(3600));
+    let dir = temp_dir("bad-answers");
+    let file = token_file(&dir, "token", &token);
+    let body = |status: u16, content_type: &str, body: Vec<u8>| Fault::Body {
+        status,
+        content_type: content_type.into(),
+        body,
+    };
+    let cases: Vec<(Fault, &str)> = vec![
+        (
+            body(200, "application/json", b"{\"data\":{\"ttl\":".to_vec()),
+            "bad_response",
+        ),
+        (
+            body(200, "application/json", vec![0xff, 0xfe, 0x00, 0x7b]),
+            "bad_response",
+        ),
+        (
+            body(
+                200,
+                "application/json",
+                b"{\"data\":{\"ttl\":\"an hour\",\"policies\":7}}".to_vec(),
+            ),
+            "bad_response",
+        ),
+        (
+            body(200, "application/json", vec![b' '; 2 * 1024 * 1024]),
+            "bad_response",
+        ),
+        (
+            Fault::SlowBody {
+                status: 200,
+                body: vec![b' '; 4096],
+                bytes_per_sec: 100,
+            },
+            "timeout",
+        ),
+    ];
+    vault.set_fault(cases[0].0.clone());
+    let exporter = start(dir, &[file_entry("prod", &vault.url(), &file, "")], &[]);
+    for (fault, reason) in cases {
+        let base = exporter.scrape().failures("prod", reason);
+        vault.set_fault(fault);
+        exporter.wait_for(secs(6.0), reason, |s| s.failures("prod", reason) > base);
+    }
+    vault.clear_fault();
+    let s = exporter.wait_for(secs(5.0), "renewing once Vault answers well", |s| {
+        s.state("prod").as_deref() == Some("renewing")
+    });
+    assert_eq!(s.renewals("prod", "failure"), failures_total(&s, "prod"));
+    assert!(s.failures("prod", "bad_response") >= 4.0);
+    let (status, _) = exporter.get("/-/healthy");
+    assert_eq!(status, 200, "still serving");
+}
+
+#[test]
+fn rate_limited_lookups_honour_retry_after() {
+    let vault = VaultDouble::start();
+    let token = vault.add_token(TokenSpec::service(3600));
+    vault.set_fault(Fault::Status {
+        status: 429,
+        body:
+            r#"{"errors":["request path \"auth/token/lookup-self\": rate limit quota exceeded"]}"#
+                .into(),
+        headers: vec![("Retry-After".into(), "3".into())],
+    });
+    let dir = temp_dir("retry-after");
+    let file = token_file(&dir, "token", &token);
+    let exporter = start(dir, &[file_entry("prod", &vault.url(), &file, "")], &[]);
+    exporter.wait_for(secs(8.0), "two rate-limited lookups", |s| {
+        s.failures("prod", "rate_limited") >= 2.0
+    });
+    let seen = lookups(&vault, &token);
+    let gap = unix(seen[1].at) - unix(seen[0].at);
+    assert!(
+        gap >= 2.9,
+        "Retry-After: 3 honoured, retried after {gap:.2}s"
+    );
+    vault.clear_fault();
+    exporter.wait_for(secs(6.0), "renewing", |s| {
+        s.state("prod").as_deref() == Some("renewing")
+    });
 }
