@@ -76,10 +76,21 @@ pub fn load_file(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<TokenConfig>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!("cannot read config file {}: {e}", path.display()))
+    })?;
+    parse_config(&text, path, env)
+}
+
+/// Checks the text of a config file; `path` only names it in error messages. Split from
+/// [`load_file`] so the fuzzer can drive it without a file.
+pub fn parse_config(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<TokenConfig>, ConfigError> {
     let file = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("cannot read config file {file}: {e}")))?;
-    let parsed: FileConfig = serde_yaml_ng::from_str(&text)
+    let parsed: FileConfig = serde_yaml_ng::from_str(text)
         .map_err(|e| ConfigError(format!("invalid config file {file}: {e}")))?;
     let entries = parsed.vaults.unwrap_or_default();
     if entries.is_empty() {
