@@ -52,7 +52,6 @@ fn run() -> Result<(), Exit> {
     }
     signals::exit_on_termination().map_err(|e| Exit(1, format!("cannot handle signals: {e}")))?;
 
-    let registry = prometheus::Registry::new();
     let collectors = collectors::collector::Collectors::new(
         &collectors::collector::CollectorContext {
             tokens: prepared.states.clone(),
@@ -60,11 +59,14 @@ fn run() -> Result<(), Exit> {
         &cli.collectors,
     );
     log::info!("collectors enabled: {}", collectors.names().join(", "));
-    registry
-        .register(Box::new(collectors))
-        .map_err(|e| Exit(1, format!("cannot register collectors: {e}")))?;
     let ready = Arc::new(AtomicBool::new(false));
-    let mut site = server::Site::new(registry, cli.telemetry_path.clone(), ready.clone());
+    // Scrapes are written by the collectors directly: the bytes a prometheus Registry and
+    // TextEncoder would serve, without the protobuf structures (see server::Site).
+    let mut site = server::Site::for_collectors(
+        Arc::new(collectors),
+        cli.telemetry_path.clone(),
+        ready.clone(),
+    );
     site.authorize = web.authorize;
     site.headers = web.headers;
     let count = prepared.states.len();

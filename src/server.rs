@@ -16,9 +16,11 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use collectors::collector::Collectors;
+use collectors::family::OrderedText;
 use prometheus::{Encoder, Registry, TextEncoder};
 use socket2::{Domain, Protocol, Socket, Type};
-use tiny_http::{Header, Request, Response, Server};
+use tiny_http::{Header, Request, Response, Server, StatusCode};
 
 /// Threads answering requests; scrapes take milliseconds, so a few cover many clients.
 const HANDLER_THREADS: usize = 4;
@@ -68,9 +70,18 @@ fn bind_one(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
 /// Decides whether a request may see anything (basic auth of the web config).
 pub type Authorizer = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
 
+/// Where scrapes come from.
+enum Source {
+    /// Any registry: gathered, then encoded by the prometheus crate's `TextEncoder`.
+    Registry(Registry),
+    /// The exporter's collectors, writing the text format directly: the same bytes,
+    /// without the protobuf structures in between (see `Collectors::write_text`).
+    Collectors(Arc<Collectors>),
+}
+
 /// What the handlers serve.
 pub struct Site {
-    pub registry: Registry,
+    source: Source,
     pub telemetry_path: String,
     /// Set once the config is loaded and the workers run.
     pub ready: Arc<AtomicBool>,
@@ -83,9 +94,24 @@ pub struct Site {
 }
 
 impl Site {
+    /// Serves what `registry` gathers.
     pub fn new(registry: Registry, telemetry_path: String, ready: Arc<AtomicBool>) -> Site {
+        Site::with_source(Source::Registry(registry), telemetry_path, ready)
+    }
+
+    /// Serves the exporter's collectors through their direct text path (the same
+    /// exposition as a registry holding them, at a fraction of the cost).
+    pub fn for_collectors(
+        collectors: Arc<Collectors>,
+        telemetry_path: String,
+        ready: Arc<AtomicBool>,
+    ) -> Site {
+        Site::with_source(Source::Collectors(collectors), telemetry_path, ready)
+    }
+
+    fn with_source(source: Source, telemetry_path: String, ready: Arc<AtomicBool>) -> Site {
         Site {
-            registry,
+            source,
             telemetry_path,
             ready,
             authorize: None,
@@ -96,13 +122,48 @@ impl Site {
 
     /// The exposition text of one scrape.
     pub fn render_metrics(&self) -> Vec<u8> {
-        let families = self.registry.gather();
-        let mut body = Vec::with_capacity(self.last_size.load(Ordering::Relaxed) + 4096);
-        if let Err(e) = TextEncoder::new().encode(&families, &mut body) {
-            log::error!("cannot encode metrics: {e}");
+        match self.render() {
+            Body::Encoded(body) => body,
+            Body::Written(text) => text.into_vec(),
         }
-        self.last_size.store(body.len(), Ordering::Relaxed);
+    }
+
+    /// One scrape, in one allocation sized from the last scrape.
+    fn render(&self) -> Body {
+        let size_hint = self.last_size.load(Ordering::Relaxed) + 4096;
+        let body = match &self.source {
+            Source::Collectors(collectors) => Body::Written(collectors.write_text(size_hint)),
+            Source::Registry(registry) => {
+                let families = registry.gather();
+                let mut body = Vec::with_capacity(size_hint);
+                if let Err(e) = TextEncoder::new().encode(&families, &mut body) {
+                    log::error!("cannot encode metrics: {e}");
+                }
+                Body::Encoded(body)
+            }
+        };
+        let len = match &body {
+            Body::Encoded(body) => body.len(),
+            Body::Written(text) => text.len(),
+        };
+        self.last_size.store(len, Ordering::Relaxed);
         body
+    }
+
+    fn metrics_response(&self, request: Request) {
+        let content_type = header("Content-Type", prometheus::TEXT_FORMAT);
+        match self.render() {
+            Body::Encoded(body) => {
+                self.respond(request, Response::from_data(body).with_header(content_type))
+            }
+            Body::Written(text) => {
+                // Served from the collectors' buffer in family order, not copied into one.
+                let len = text.len();
+                let response =
+                    Response::new(StatusCode(200), vec![content_type], text, Some(len), None);
+                self.respond(request, response)
+            }
+        }
     }
 
     /// Answers one request.
@@ -123,10 +184,10 @@ impl Site {
                 text(405, "Method Not Allowed\n").with_header(header("Allow", "GET, HEAD"));
             return self.respond(request, response);
         }
-        let response = if path == self.telemetry_path {
-            Response::from_data(self.render_metrics())
-                .with_header(header("Content-Type", prometheus::TEXT_FORMAT))
-        } else if path == "/" {
+        if path == self.telemetry_path {
+            return self.metrics_response(request);
+        }
+        let response = if path == "/" {
             Response::from_data(landing_page(&self.telemetry_path).into_bytes())
                 .with_header(header("Content-Type", "text/html; charset=utf-8"))
         } else if path == "/-/healthy" {
@@ -152,6 +213,12 @@ impl Site {
         // A client that went away is its own problem, not ours.
         let _ = request.respond(response);
     }
+}
+
+/// A scrape's body.
+enum Body {
+    Encoded(Vec<u8>),
+    Written(OrderedText),
 }
 
 fn header(name: &str, value: &str) -> Header {

@@ -238,6 +238,11 @@ impl TokenState {
         self.info.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Runs `f` on the info labels without copying them (the scrape path).
+    pub fn with_info<R>(&self, f: impl FnOnce(Option<&TokenInfo>) -> R) -> R {
+        f(self.info.read().unwrap_or_else(|e| e.into_inner()).as_ref())
+    }
+
     /// Records the latency of one renew-self call that got an HTTP answer.
     pub fn observe_duration(&self, seconds: f64) {
         if let Some(i) = DURATION_BUCKETS.iter().position(|b| seconds <= *b) {

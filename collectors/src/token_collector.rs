@@ -1,6 +1,12 @@
 //! The `token` collector: every `vault_token_*` series of every configured token, read from
 //! the workers' atomics at scrape time (TTLs count down between renewals without any
 //! worker waking up).
+//!
+//! Two outputs with the same content: [`TokenCollector::families_at`] builds protobuf
+//! families for a `prometheus::Registry`; [`TokenCollector::write_text_at`], the scrape
+//! path, writes the text format directly, byte for byte what `TextEncoder` writes for
+//! the registry's families (series in the order `Registry::gather` sorts them), without
+//! the ~5 allocations per series the protobuf structures cost.
 
 use std::sync::Arc;
 
@@ -8,98 +14,186 @@ use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::collector::{Collect, CollectError};
 use crate::error::Reason;
-use crate::family::{counter, family, gauge, histogram, label};
-use crate::state::{Outcome, TokenState, TokenStatus, DURATION_BUCKETS};
+use crate::family::{
+    counter, family, gauge, histogram, label, label_set_opening, write_series, TextOut,
+};
+use crate::state::{Outcome, Snapshot, TokenState, TokenStatus, DURATION_BUCKETS};
 use crate::worker::unix_now;
+
+/// Name, help and type of one exported family.
+struct Spec(&'static str, &'static str, MetricType);
+
+const RENEWALS: Spec = Spec(
+    "vault_token_renewals_total",
+    "Renewal outcomes per token: success, failure, not_renewable.",
+    MetricType::COUNTER,
+);
+const FAILURES: Spec = Spec(
+    "vault_token_renewal_failures_total",
+    "Failed renewal attempts (lookups included) per token, by reason.",
+    MetricType::COUNTER,
+);
+const EXPIRY: Spec = Spec(
+    "vault_token_expiry_timestamp_seconds",
+    "Unix time the token expires.",
+    MetricType::GAUGE,
+);
+const TTL: Spec = Spec(
+    "vault_token_ttl_seconds",
+    "Seconds until the token expires, 0 once expired.",
+    MetricType::GAUGE,
+);
+const RENEWABLE: Spec = Spec(
+    "vault_token_renewable",
+    "1 if Vault says the token is renewable.",
+    MetricType::GAUGE,
+);
+const CAPPED: Spec = Spec(
+    "vault_token_capped",
+    "1 once renewals no longer extend the token (max TTL reached): it dies at its expiry.",
+    MetricType::GAUGE,
+);
+const RENEWING: Spec = Spec(
+    "vault_token_renewing",
+    "1 while the exporter keeps this token alive.",
+    MetricType::GAUGE,
+);
+const LAST: Spec = Spec(
+    "vault_token_last_renewal_timestamp_seconds",
+    "Unix time of the last successful renewal by this exporter.",
+    MetricType::GAUGE,
+);
+const NEXT: Spec = Spec(
+    "vault_token_next_renewal_timestamp_seconds",
+    "Unix time of the next scheduled renewal or retry.",
+    MetricType::GAUGE,
+);
+const DURATION: Spec = Spec(
+    "vault_token_renewal_duration_seconds",
+    "Latency of renew-self calls that got an HTTP answer.",
+    MetricType::HISTOGRAM,
+);
+const STATE: Spec = Spec(
+    "vault_token_state",
+    "Token state, one-hot: renewing, not_renewable, capped, invalid, expired, never_expires, unknown.",
+    MetricType::GAUGE,
+);
+const INFO: Spec = Spec(
+    "vault_token_info",
+    "Token metadata from the last successful lookup (policies sorted, comma-joined).",
+    MetricType::GAUGE,
+);
+
+/// What one scrape reads of a token, once.
+struct Seen {
+    s: Snapshot,
+    status: TokenStatus,
+    is_renewing: bool,
+}
+
+impl Seen {
+    fn at(token: &TokenState, now: f64) -> Seen {
+        let s = token.snapshot();
+        let status = s.status_at(now);
+        Seen {
+            is_renewing: s.renewing && status == TokenStatus::Renewing,
+            status,
+            s,
+        }
+    }
+
+    /// `next_renewal_timestamp`: while a renewal or retry is scheduled.
+    fn next_renewal(&self) -> Option<f64> {
+        self.s
+            .next_renewal
+            .filter(|_| self.is_renewing || self.status == TokenStatus::Unknown)
+    }
+}
+
+/// Writes the series of one token into a family: (buffer, `{vault="NAME"`, what the
+/// scrape saw, index of the token).
+type SeriesWriter<'a> = dyn FnMut(&mut Vec<u8>, &str, &Seen, usize) + 'a;
 
 /// Exports the state of every configured token.
 pub struct TokenCollector {
     tokens: Vec<Arc<TokenState>>,
+    /// Indexes into `tokens` by name: the order `Registry::gather` sorts series in
+    /// (names are unique, so they decide).
+    by_name: Vec<usize>,
+    /// Per token: `{vault="NAME"`, escaped once.
+    openings: Vec<Box<str>>,
+    /// `le="..."` of each bucket of [`DURATION_BUCKETS`], then `le="+Inf"`.
+    le: Vec<String>,
+    /// `result="..."`, `reason="..."`, `state="..."` pairs in label-value order (the
+    /// order of the registry's sort), with the index each reads.
+    results: Vec<(String, usize)>,
+    reasons: Vec<(String, usize)>,
+    states: Vec<(String, TokenStatus)>,
+}
+
+/// `name="value"` pairs of a label, sorted by value.
+fn sorted_pairs<T: Copy>(
+    name: &str,
+    values: impl Iterator<Item = (&'static str, T)>,
+) -> Vec<(String, T)> {
+    let mut pairs: Vec<(&str, T)> = values.collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    pairs
+        .into_iter()
+        .map(|(v, t)| (format!("{name}=\"{v}\""), t))
+        .collect()
 }
 
 impl TokenCollector {
     pub fn new(tokens: Vec<Arc<TokenState>>) -> TokenCollector {
-        TokenCollector { tokens }
+        let mut by_name: Vec<usize> = (0..tokens.len()).collect();
+        by_name.sort_by(|a, b| tokens[*a].vault.cmp(&tokens[*b].vault));
+        let openings = tokens
+            .iter()
+            .map(|t| label_set_opening("vault", &t.vault))
+            .collect();
+        let le = DURATION_BUCKETS
+            .iter()
+            .map(|b| format!("le=\"{b}\""))
+            .chain(std::iter::once("le=\"+Inf\"".to_owned()))
+            .collect();
+        TokenCollector {
+            by_name,
+            openings,
+            le,
+            results: sorted_pairs(
+                "result",
+                Outcome::ALL.iter().map(|o| (o.as_str(), *o as usize)),
+            ),
+            reasons: sorted_pairs(
+                "reason",
+                Reason::ALL.iter().map(|r| (r.as_str(), r.index())),
+            ),
+            states: sorted_pairs("state", TokenStatus::ALL.iter().map(|s| (s.as_str(), *s))),
+            tokens,
+        }
     }
 
     /// The families as of `now` (Unix seconds).
     pub fn families_at(&self, now: f64) -> Vec<MetricFamily> {
         let n = self.tokens.len();
-        let mut renewals = family(
-            "vault_token_renewals_total",
-            "Renewal outcomes per token: success, failure, not_renewable.",
-            MetricType::COUNTER,
-            n * 3,
-        );
-        let mut failures = family(
-            "vault_token_renewal_failures_total",
-            "Failed renewal attempts (lookups included) per token, by reason.",
-            MetricType::COUNTER,
-            n * Reason::ALL.len(),
-        );
-        let mut expiry = family(
-            "vault_token_expiry_timestamp_seconds",
-            "Unix time the token expires.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut ttl = family(
-            "vault_token_ttl_seconds",
-            "Seconds until the token expires, 0 once expired.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut renewable = family(
-            "vault_token_renewable",
-            "1 if Vault says the token is renewable.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut capped = family(
-            "vault_token_capped",
-            "1 once renewals no longer extend the token (max TTL reached): it dies at its expiry.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut renewing = family(
-            "vault_token_renewing",
-            "1 while the exporter keeps this token alive.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut last = family(
-            "vault_token_last_renewal_timestamp_seconds",
-            "Unix time of the last successful renewal by this exporter.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut next = family(
-            "vault_token_next_renewal_timestamp_seconds",
-            "Unix time of the next scheduled renewal or retry.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut duration = family(
-            "vault_token_renewal_duration_seconds",
-            "Latency of renew-self calls that got an HTTP answer.",
-            MetricType::HISTOGRAM,
-            n,
-        );
-        let mut state = family(
-            "vault_token_state",
-            "Token state, one-hot: renewing, not_renewable, capped, invalid, expired, never_expires, unknown.",
-            MetricType::GAUGE,
-            n * TokenStatus::ALL.len(),
-        );
-        let mut info = family(
-            "vault_token_info",
-            "Token metadata from the last successful lookup (policies sorted, comma-joined).",
-            MetricType::GAUGE,
-            n,
-        );
+        let new = |spec: &Spec, capacity: usize| family(spec.0, spec.1, spec.2, capacity);
+        let mut renewals = new(&RENEWALS, n * 3);
+        let mut failures = new(&FAILURES, n * Reason::ALL.len());
+        let mut expiry = new(&EXPIRY, n);
+        let mut ttl = new(&TTL, n);
+        let mut renewable = new(&RENEWABLE, n);
+        let mut capped = new(&CAPPED, n);
+        let mut renewing = new(&RENEWING, n);
+        let mut last = new(&LAST, n);
+        let mut next = new(&NEXT, n);
+        let mut duration = new(&DURATION, n);
+        let mut state = new(&STATE, n * TokenStatus::ALL.len());
+        let mut info = new(&INFO, n);
 
         for token in &self.tokens {
-            let s = token.snapshot();
+            let seen = Seen::at(token, now);
+            let s = &seen.s;
             let vault = || vec![label("vault", &token.vault)];
             let with =
                 |name: &str, value: &str| vec![label("vault", &token.vault), label(name, value)];
@@ -119,24 +213,19 @@ impl TokenCollector {
                 expiry.mut_metric().push(gauge(vault(), e));
                 ttl.mut_metric().push(gauge(vault(), left));
             }
-            let status = s.status_at(now);
             renewable
                 .mut_metric()
                 .push(gauge(vault(), f64::from(u8::from(s.renewable))));
             capped
                 .mut_metric()
                 .push(gauge(vault(), f64::from(u8::from(s.capped))));
-            let is_renewing = s.renewing && status == TokenStatus::Renewing;
             renewing
                 .mut_metric()
-                .push(gauge(vault(), f64::from(u8::from(is_renewing))));
+                .push(gauge(vault(), f64::from(u8::from(seen.is_renewing))));
             if let Some(t) = s.last_renewal {
                 last.mut_metric().push(gauge(vault(), t));
             }
-            if let Some(t) = s
-                .next_renewal
-                .filter(|_| is_renewing || status == TokenStatus::Unknown)
-            {
+            if let Some(t) = seen.next_renewal() {
                 next.mut_metric().push(gauge(vault(), t));
             }
             duration.mut_metric().push(histogram(
@@ -147,7 +236,7 @@ impl TokenCollector {
                 s.duration_sum,
             ));
             for candidate in TokenStatus::ALL {
-                let v = f64::from(u8::from(candidate == status));
+                let v = f64::from(u8::from(candidate == seen.status));
                 state
                     .mut_metric()
                     .push(gauge(with("state", candidate.as_str()), v));
@@ -174,11 +263,161 @@ impl TokenCollector {
         .filter(|f| !f.get_metric().is_empty())
         .collect()
     }
+
+    /// Writes every family as of `now` (Unix seconds) in the text format: the bytes
+    /// `TextEncoder` writes for [`TokenCollector::families_at`] once `Registry::gather`
+    /// has sorted them, one pass per family over one snapshot of every token.
+    pub fn write_text_at(&self, now: f64, out: &mut TextOut) {
+        let seen: Vec<(usize, Seen)> = self
+            .by_name
+            .iter()
+            .map(|&i| (i, Seen::at(&self.tokens[i], now)))
+            .collect();
+        let bool_value = |b: bool| f64::from(u8::from(b));
+        // One family: `series` writes the lines of one token.
+        let mut write = |spec: &Spec, series: &mut SeriesWriter| {
+            let open = out.begin_family(spec.0, spec.1, spec.2);
+            let buf = out.buf();
+            for (i, seen) in &seen {
+                series(buf, &self.openings[*i], seen, *i);
+            }
+            out.end_family(open);
+        };
+        let name = RENEWALS.0;
+        write(&RENEWALS, &mut |buf, vault, seen, _| {
+            for (pair, index) in &self.results {
+                write_series(
+                    buf,
+                    name,
+                    "",
+                    vault,
+                    Some(pair),
+                    seen.s.renewals[*index] as f64,
+                );
+            }
+        });
+        let name = FAILURES.0;
+        write(&FAILURES, &mut |buf, vault, seen, _| {
+            for (pair, index) in &self.reasons {
+                write_series(
+                    buf,
+                    name,
+                    "",
+                    vault,
+                    Some(pair),
+                    seen.s.failures[*index] as f64,
+                );
+            }
+        });
+        let expiry = |seen: &Seen| seen.s.expiry.zip(seen.s.ttl_at(now));
+        write(&EXPIRY, &mut |buf, vault, seen, _| {
+            if let Some((e, _)) = expiry(seen) {
+                write_series(buf, EXPIRY.0, "", vault, None, e);
+            }
+        });
+        write(&TTL, &mut |buf, vault, seen, _| {
+            if let Some((_, left)) = expiry(seen) {
+                write_series(buf, TTL.0, "", vault, None, left);
+            }
+        });
+        write(&RENEWABLE, &mut |buf, vault, seen, _| {
+            write_series(
+                buf,
+                RENEWABLE.0,
+                "",
+                vault,
+                None,
+                bool_value(seen.s.renewable),
+            );
+        });
+        write(&CAPPED, &mut |buf, vault, seen, _| {
+            write_series(buf, CAPPED.0, "", vault, None, bool_value(seen.s.capped));
+        });
+        write(&RENEWING, &mut |buf, vault, seen, _| {
+            write_series(
+                buf,
+                RENEWING.0,
+                "",
+                vault,
+                None,
+                bool_value(seen.is_renewing),
+            );
+        });
+        write(&LAST, &mut |buf, vault, seen, _| {
+            if let Some(t) = seen.s.last_renewal {
+                write_series(buf, LAST.0, "", vault, None, t);
+            }
+        });
+        write(&NEXT, &mut |buf, vault, seen, _| {
+            if let Some(t) = seen.next_renewal() {
+                write_series(buf, NEXT.0, "", vault, None, t);
+            }
+        });
+        let (name, le) = (DURATION.0, &self.le);
+        write(&DURATION, &mut |buf, vault, seen, _| {
+            let s = &seen.s;
+            for (pair, count) in le.iter().zip(&s.duration_buckets) {
+                write_series(buf, name, "_bucket", vault, Some(pair), *count as f64);
+            }
+            let count = s.duration_count as f64;
+            write_series(
+                buf,
+                name,
+                "_bucket",
+                vault,
+                le.last().map(String::as_str),
+                count,
+            );
+            write_series(buf, name, "_sum", vault, None, s.duration_sum);
+            write_series(buf, name, "_count", vault, None, count);
+        });
+        let name = STATE.0;
+        write(&STATE, &mut |buf, vault, seen, _| {
+            for (pair, status) in &self.states {
+                write_series(
+                    buf,
+                    name,
+                    "",
+                    vault,
+                    Some(pair),
+                    bool_value(*status == seen.status),
+                );
+            }
+        });
+        let mut extra = Vec::new();
+        write(&INFO, &mut |buf, vault, _, i| {
+            self.tokens[i].with_info(|info| {
+                let Some(info) = info else { return };
+                extra.clear();
+                for (k, v) in [
+                    ("display_name", &info.display_name),
+                    ("token_type", &info.token_type),
+                    ("auth_path", &info.auth_path),
+                    ("policies", &info.policies),
+                ] {
+                    if !extra.is_empty() {
+                        extra.push(b',');
+                    }
+                    extra.extend_from_slice(k.as_bytes());
+                    extra.extend_from_slice(b"=\"");
+                    crate::family::escape_into(&mut extra, v, true);
+                    extra.push(b'"');
+                }
+                let extra = std::str::from_utf8(&extra).expect("escaping keeps UTF-8");
+                write_series(buf, INFO.0, "", vault, Some(extra), 1.0);
+            })
+        });
+    }
 }
 
 impl Collect for TokenCollector {
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
         out.extend(self.families_at(unix_now()));
+        Ok(())
+    }
+
+    fn write_text(&self, out: &mut TextOut) -> Result<(), CollectError> {
+        self.write_text_at(unix_now(), out);
         Ok(())
     }
 }
@@ -324,6 +563,80 @@ mod tests {
         let text = encode(&TokenCollector::new(vec![token]).families_at(0.0));
         let series = "vault_token_info{vault=\"prod\",display_name=\"approle\",token_type=\"service\",auth_path=\"auth/approle/login\",policies=\"app,default\"}";
         assert_eq!(value(&text, series), Some(1.0), "{text}");
+    }
+
+    /// What the registry serves: families sorted by name, series by label values.
+    fn gathered(collector: &TokenCollector, now: f64) -> String {
+        let mut families = collector.families_at(now);
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        families
+            .iter_mut()
+            .for_each(crate::family::sort_like_gather);
+        encode(&families)
+    }
+
+    fn direct(collector: &TokenCollector, now: f64) -> String {
+        let mut out = TextOut::default();
+        collector.write_text_at(now, &mut out);
+        String::from_utf8(out.into_ordered().into_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_text_written_directly_is_what_the_registry_and_text_encoder_serve() {
+        use crate::state::TokenInfo;
+        assert_eq!(direct(&TokenCollector::new(Vec::new()), 0.0), "");
+        let names = [
+            "prod",
+            "dev",
+            "b\"q",
+            "a\\b",
+            "z\nnl",
+            "Zed",
+            "prod-2",
+            "ünïcode",
+            "",
+        ];
+        let tokens: Vec<Arc<TokenState>> = names
+            .iter()
+            .map(|n| Arc::new(TokenState::new(*n)))
+            .collect();
+        // Every state and every optional series, in some token or other.
+        tokens[0].set_status(TokenStatus::Renewing);
+        tokens[0].set_renewable(true);
+        tokens[0].expiry.set(5000.25);
+        tokens[0].next_renewal.set(3000.125);
+        tokens[0].last_renewal.set(1000.5);
+        tokens[0].observe_duration(0.003);
+        tokens[0].observe_duration(0.7);
+        tokens[0].observe_duration(12.0);
+        tokens[0].count(Outcome::Success);
+        tokens[0].count_failure(Reason::Sealed);
+        tokens[0].set_info(TokenInfo {
+            display_name: "approle \"x\"".into(),
+            token_type: "service".into(),
+            auth_path: "auth/approle\\login\n".into(),
+            policies: "app,default".into(),
+        });
+        tokens[1].set_status(TokenStatus::Capped);
+        tokens[1].set_capped(true);
+        tokens[1].expiry.set(1500.0);
+        tokens[2].set_status(TokenStatus::NotRenewable);
+        tokens[2].count(Outcome::NotRenewable);
+        tokens[3].set_status(TokenStatus::Invalid);
+        tokens[3].count_failure(Reason::PermissionDenied);
+        tokens[4].set_status(TokenStatus::NeverExpires);
+        tokens[5].next_renewal.set(2001.0);
+        tokens[6].set_status(TokenStatus::Renewing);
+        tokens[6].expiry.set(2100.0);
+        tokens[6].next_renewal.set(2050.0);
+        for r in Reason::ALL {
+            tokens[7].count_failure(r);
+        }
+        let collector = TokenCollector::new(tokens);
+        for now in [0.0, 2000.0, 1_700_000_000.0] {
+            let expected = gathered(&collector, now);
+            assert_eq!(direct(&collector, now), expected, "at {now}");
+        }
     }
 
     #[test]

@@ -109,6 +109,9 @@ struct Options {
     accuracy_tokens: usize,
     accuracy_ttl: u64,
     skip_accuracy: bool,
+    /// Only start the double and the exporter with this many tokens, print the PID and
+    /// address, and keep them running this long (for profiling by hand).
+    hold: Option<(usize, Duration)>,
 }
 
 impl Options {
@@ -125,6 +128,7 @@ impl Options {
             accuracy_tokens: 1000,
             accuracy_ttl: 20,
             skip_accuracy: false,
+            hold: None,
         };
         let mut tokens_given = false;
         let mut args = std::env::args().skip(1);
@@ -169,12 +173,21 @@ impl Options {
                     o.accuracy_ttl = value(&key)?.parse().map_err(|e| format!("{e}"))?
                 }
                 "--no-accuracy" => o.skip_accuracy = true,
+                "--hold" => {
+                    let v = value(&key)?;
+                    let (n, secs) = v.split_once(':').unwrap_or((&v, "600"));
+                    let n = n.parse().map_err(|e| format!("--hold N[:SECONDS]: {e}"))?;
+                    let secs = secs
+                        .parse()
+                        .map_err(|e| format!("--hold N[:SECONDS]: {e}"))?;
+                    o.hold = Some((n, Duration::from_secs(secs)));
+                }
                 "-h" | "--help" => {
                     println!(
                         "usage: bench [--tokens 1,100,1000,10000] [--smoke] [--exporter PATH]\n\
                          \x20            [--scrapes 300] [--clients 4] [--throughput-seconds 5]\n\
                          \x20            [--idle-seconds 30] [--accuracy-tokens 1000] [--accuracy-ttl 20]\n\
-                         \x20            [--no-accuracy]\n\
+                         \x20            [--no-accuracy] [--hold N[:SECONDS]]\n\
                          --smoke: N=100, short windows, for CI (fails only when something is broken)"
                     );
                     std::process::exit(0);
@@ -970,15 +983,20 @@ fn dead_address() -> String {
 
 #[derive(Clone, Debug, Default)]
 struct Profile {
-    collect_allocs: u64,
+    /// The exporter's path: `Site::for_collectors` (collectors write the text directly).
+    direct_allocs: u64,
+    direct_bytes: u64,
+    direct_render: Duration,
+    /// The token collector's `write_text_at` alone.
+    write_text: Duration,
+    /// The registry path: `Registry::gather` (collect + sort) then `TextEncoder`.
+    gather_allocs: u64,
     encode_allocs: u64,
-    total_allocs: u64,
-    total_bytes: u64,
-    /// Per scrape.
+    registry_bytes: u64,
     families_at: Duration,
     gather: Duration,
     encode: Duration,
-    render: Duration,
+    registry_render: Duration,
 }
 
 fn token_states(n: usize) -> Vec<Arc<collectors::state::TokenState>> {
@@ -1004,42 +1022,46 @@ fn token_states(n: usize) -> Vec<Arc<collectors::state::TokenState>> {
 
 fn profile(n: usize, iterations: usize) -> Profile {
     use collectors::collector::{CollectorContext, Collectors};
+    use collectors::family::TextOut;
     use collectors::token_collector::TokenCollector;
+    use vault_token_exporter::server::Site;
     let states = token_states(n);
     let ctx = CollectorContext {
         tokens: states.clone(),
     };
+    let enabled = ["token", "exporter", "process"];
     let registry = prometheus::Registry::new();
     registry
-        .register(Box::new(Collectors::new(
-            &ctx,
-            &["token", "exporter", "process"],
-        )))
+        .register(Box::new(Collectors::new(&ctx, &enabled)))
         .expect("register");
-    let site = vault_token_exporter::server::Site::new(
-        registry.clone(),
+    let ready = Arc::new(AtomicBool::new(true));
+    let via_registry = Site::new(registry.clone(), "/metrics".into(), ready.clone());
+    let direct = Site::for_collectors(
+        Arc::new(Collectors::new(&ctx, &enabled)),
         "/metrics".into(),
-        Arc::new(AtomicBool::new(true)),
+        ready,
     );
     let tokens = TokenCollector::new(states);
-    // Warm up (the site sizes its buffer from the last scrape).
+    // Warm up (a site sizes its buffer from its last scrape).
     for _ in 0..2 {
-        let _ = site.render_metrics();
+        drop(via_registry.render_metrics());
+        drop(direct.render_metrics());
     }
     let mut p = Profile::default();
     let iterations = iterations.max(1);
-    let (families, collect_allocs, _) = counted(|| registry.gather());
-    let (_, encode_allocs, _) = counted(|| {
+    let (families, gather_allocs, gather_bytes) = counted(|| registry.gather());
+    let (_, encode_allocs, encode_bytes) = counted(|| {
         let mut body = Vec::with_capacity(1 << 20);
         TextEncoder::new().encode(&families, &mut body).unwrap();
         body
     });
     drop(families);
-    let (_, total_allocs, total_bytes) = counted(|| site.render_metrics());
-    p.collect_allocs = collect_allocs;
+    p.gather_allocs = gather_allocs;
     p.encode_allocs = encode_allocs;
-    p.total_allocs = total_allocs;
-    p.total_bytes = total_bytes;
+    p.registry_bytes = gather_bytes + encode_bytes;
+    let (_, direct_allocs, direct_bytes) = counted(|| direct.render_metrics());
+    p.direct_allocs = direct_allocs;
+    p.direct_bytes = direct_bytes;
     let time = |f: &mut dyn FnMut()| {
         let t = Instant::now();
         for _ in 0..iterations {
@@ -1048,16 +1070,22 @@ fn profile(n: usize, iterations: usize) -> Profile {
         t.elapsed() / iterations as u32
     };
     let now = unix_now();
+    let size = direct.render_metrics().len();
+    p.write_text = time(&mut || {
+        let mut out = TextOut::with_capacity(size + 4096);
+        tokens.write_text_at(now, &mut out);
+        drop(out)
+    });
+    p.direct_render = time(&mut || drop(direct.render_metrics()));
     p.families_at = time(&mut || drop(tokens.families_at(now)));
     p.gather = time(&mut || drop(registry.gather()));
     let families = registry.gather();
-    let size = encode(&families).len();
     p.encode = time(&mut || {
         let mut body = Vec::with_capacity(size + 4096);
         TextEncoder::new().encode(&families, &mut body).unwrap();
         drop(body)
     });
-    p.render = time(&mut || drop(site.render_metrics()));
+    p.registry_render = time(&mut || drop(via_registry.render_metrics()));
     p
 }
 
@@ -1219,17 +1247,21 @@ fn run_n(n: usize, o: &Options, bin: &Path, ticks: f64) -> Result<Row, String> {
     row.profile = profile(n, iterations);
     let p = &row.profile;
     eprintln!(
-        "   scrape path in-process: {} allocations ({} KiB) per scrape (collect {}, encode {}); \
-         families_at {}, gather {}, encode {}, whole render {} ({:.0} ns per token)",
-        p.total_allocs,
-        p.total_bytes / 1024,
-        p.collect_allocs,
+        "   scrape path in-process: direct {} allocations ({} KiB), render {} ({:.2} µs per token; \
+         token write_text {}); registry path {} + {} allocations ({} KiB), families_at {}, \
+         gather {}, encode {}, render {}",
+        p.direct_allocs,
+        p.direct_bytes / 1024,
+        ms(p.direct_render),
+        p.direct_render.as_nanos() as f64 / n as f64 / 1000.0,
+        ms(p.write_text),
+        p.gather_allocs,
         p.encode_allocs,
+        p.registry_bytes / 1024,
         ms(p.families_at),
         ms(p.gather),
         ms(p.encode),
-        ms(p.render),
-        p.render.as_nanos() as f64 / n as f64
+        ms(p.registry_render),
     );
     Ok(row)
 }
@@ -1446,23 +1478,31 @@ fn print_tables(rows: &[Row], acc: Option<&Accuracy>, o: &Options) {
         );
     }
     println!();
-    println!("Scrape path in-process (one thread, counting allocator): per scrape.\n");
-    println!("| N tokens | allocations (collect + encode) | bytes allocated | families_at | Registry::gather | TextEncoder | Site::render_metrics | per token |");
+    println!(
+        "Scrape path in-process (one thread, counting allocator), per scrape: the exporter's \
+         direct text path against the registry path (Registry::gather, then TextEncoder).\n"
+    );
+    println!("| N tokens | direct: allocations / bytes | direct: render (per token) | registry: allocations (gather + encode) / bytes | families_at | Registry::gather | TextEncoder | registry: render (per token) |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let p = &r.profile;
+        let per_token = |d: Duration| d.as_nanos() as f64 / r.n as f64 / 1000.0;
         println!(
-            "| {} | {} ({} + {}) | {} KiB | {} | {} | {} | {} | {:.2} µs |",
+            "| {} | {} / {} KiB | {} ({:.2} µs) | {} ({} + {}) / {} KiB | {} | {} | {} | {} ({:.2} µs) |",
             r.n,
-            p.total_allocs,
-            p.collect_allocs,
+            p.direct_allocs,
+            p.direct_bytes / 1024,
+            ms(p.direct_render),
+            per_token(p.direct_render),
+            p.gather_allocs + p.encode_allocs,
+            p.gather_allocs,
             p.encode_allocs,
-            p.total_bytes / 1024,
+            p.registry_bytes / 1024,
             ms(p.families_at),
             ms(p.gather),
             ms(p.encode),
-            ms(p.render),
-            p.render.as_nanos() as f64 / r.n as f64 / 1000.0
+            ms(p.registry_render),
+            per_token(p.registry_render),
         );
     }
     if let Some(a) = acc {
@@ -1606,6 +1646,15 @@ fn exporter_binary(o: &Options) -> Result<PathBuf, String> {
 fn run() -> Result<(), String> {
     let o = Options::parse()?;
     let bin = exporter_binary(&o)?;
+    if let Some((n, secs)) = o.hold {
+        let vault = VaultDouble::start();
+        let fx = fixture("hold", n, &vault.url(), Some(&vault), 3600)?;
+        let exporter = Exporter::spawn(&bin, &fx.config)?;
+        exporter.all_renewing(n, Duration::from_secs(60 + n as u64 / 100))?;
+        println!("pid {} listening on {}", exporter.pid(), exporter.addr);
+        std::thread::sleep(secs);
+        return Ok(());
+    }
     let ticks = clock_ticks_per_second();
     eprintln!("exporter: {}\nmachine: {}", bin.display(), machine());
     let started = Instant::now();
