@@ -412,6 +412,22 @@ struct Connection<'a> {
     last_out_progress: Instant,
 }
 
+/// Why a TLS handshake did not complete.
+enum Handshake {
+    /// rustls refused the client (certificate, versions, protocol).
+    Refused(String),
+    /// The client went away, stayed silent, or spoke plain HTTP.
+    Failed(String),
+}
+
+impl std::fmt::Display for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handshake::Refused(why) | Handshake::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 enum Step {
     Continue,
     Close(&'static str),
@@ -465,7 +481,13 @@ impl<'a> Connection<'a> {
                 }
             }
             if let Err(why) = self.handshake() {
-                log::debug!("TLS handshake with {} failed: {why}", self.peer());
+                // A refused certificate or protocol is worth an operator's eye; clients
+                // that go away or never speak (scanners, probes) are not.
+                let level = match why {
+                    Handshake::Refused(_) => log::Level::Info,
+                    Handshake::Failed(_) => log::Level::Debug,
+                };
+                log::log!(level, "TLS handshake with {} failed: {why}", self.peer());
                 return;
             }
             // The request clock starts now; the request may already be in rustls.
@@ -492,25 +514,25 @@ impl<'a> Connection<'a> {
             .unwrap_or_else(|_| "?".into())
     }
 
-    fn handshake(&mut self) -> Result<(), String> {
+    fn handshake(&mut self) -> Result<(), Handshake> {
         let deadline = self.accepted + HANDSHAKE_TIMEOUT;
         // A TLS record starts with 0x16; a letter is someone speaking plain HTTP here.
         let mut first = [0u8; 1];
         loop {
             match self.client.peek(&mut first) {
-                Ok(0) => return Err("the client closed the connection".into()),
+                Ok(0) => return Err(Handshake::Failed("the client closed the connection".into())),
                 Ok(_) if first[0].is_ascii_uppercase() => {
                     let _ = self.client.write_all(PLAIN_ON_TLS);
                     self.linger();
-                    return Err("plain HTTP on the TLS port".into());
+                    return Err(Handshake::Failed("plain HTTP on the TLS port".into()));
                 }
                 Ok(_) => break,
                 Err(e) if is_transient(&e) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(Handshake::Failed(e.to_string())),
             }
             let left = deadline
                 .checked_duration_since(Instant::now())
-                .ok_or("timed out")?;
+                .ok_or_else(|| Handshake::Failed("timed out".into()))?;
             poll_one(self.client.as_raw_fd(), libc::POLLIN, left);
         }
         let tls = self.tls.as_mut().expect("TLS session");
@@ -519,7 +541,7 @@ impl<'a> Connection<'a> {
                 match tls.write_tls(&mut self.client) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(Handshake::Failed(e.to_string())),
                 }
             }
             if !tls.is_handshaking() {
@@ -527,7 +549,7 @@ impl<'a> Connection<'a> {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err("timed out".into());
+                return Err(Handshake::Failed("timed out".into()));
             }
             let mut events = libc::POLLIN;
             if tls.wants_write() {
@@ -537,16 +559,16 @@ impl<'a> Connection<'a> {
                 continue;
             }
             match tls.read_tls(&mut self.client) {
-                Ok(0) => return Err("the client closed the connection".into()),
+                Ok(0) => return Err(Handshake::Failed("the client closed the connection".into())),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(Handshake::Failed(e.to_string())),
             }
             if let Err(e) = tls.process_new_packets() {
                 // Tell the client why (an alert), best effort.
                 let _ = tls.write_tls(&mut self.client);
-                return Err(e.to_string());
+                return Err(Handshake::Refused(e.to_string()));
             }
         }
     }

@@ -621,10 +621,26 @@ mod tests {
         path
     }
 
-    fn dir(name: &str) -> PathBuf {
+    /// A scratch directory, removed when dropped.
+    struct Dir(PathBuf);
+
+    impl std::ops::Deref for Dir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(name: &str) -> Dir {
         let dir = std::env::temp_dir().join(format!("vte-web-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        Dir(dir)
     }
 
     #[test]

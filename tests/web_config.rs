@@ -506,6 +506,13 @@ fn require_and_verify_client_cert_needs_a_certificate_from_the_client_ca() {
         assert_eq!(answer.status, 200);
         assert!(answer.body.contains("vault_token_renewals_total"));
     }
+    // Refused certificates are logged at info, with the client's address and why.
+    let log = exporter.wait_for_log(Duration::from_secs(2), "TLS handshake with");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO ") && l.contains("TLS handshake with 127.0.0.1:")),
+        "{log}"
+    );
 }
 
 #[test]
