@@ -157,10 +157,13 @@ impl Site {
                 self.respond(request, Response::from_data(body).with_header(content_type))
             }
             Body::Written(text) => {
-                // Served from the collectors' buffer in family order, not copied into one.
+                // Served from the collectors' buffer in family order, not copied into one,
+                // with a Content-Length rather than tiny_http's chunking of bodies over
+                // 32 KiB: the client can size its buffer, and there is no chunk framing.
                 let len = text.len();
                 let response =
-                    Response::new(StatusCode(200), vec![content_type], text, Some(len), None);
+                    Response::new(StatusCode(200), vec![content_type], text, Some(len), None)
+                        .with_chunked_threshold(usize::MAX);
                 self.respond(request, response)
             }
         }
