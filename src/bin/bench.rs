@@ -348,58 +348,41 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank - 1]
 }
 
-fn measure_scrapes(
-    addr: SocketAddr,
-    o: &Options,
-    expect_len: usize,
-) -> Result<ScrapeFigures, String> {
-    let check = |status: u16, body: &[u8]| -> Result<(), String> {
-        if status != 200 {
-            return Err(format!("scrape of {addr} answered {status}"));
-        }
-        // Values change between scrapes, never by more than a few per cent of the size.
-        if body.len() < expect_len * 9 / 10 {
-            return Err(format!(
-                "scrape of {addr} is {} bytes, expected about {expect_len}",
-                body.len()
-            ));
-        }
-        Ok(())
-    };
-    let mut client =
-        Client::connect(addr, "/metrics").map_err(|e| format!("connect {addr}: {e}"))?;
-    let mut body = Vec::with_capacity(expect_len + 4096);
-    // Warm up the connection and both sides' buffers.
-    for _ in 0..3 {
-        let status = client
-            .get(&mut body)
-            .map_err(|e| format!("scrape {addr}: {e}"))?;
-        check(status, &body)?;
-    }
-    let started = Instant::now();
-    let mut times = Vec::with_capacity(o.scrapes);
-    while times.len() < o.scrapes && (times.len() < 20 || started.elapsed() < o.latency_budget) {
-        let t = Instant::now();
-        let status = client
-            .get(&mut body)
-            .map_err(|e| format!("scrape {addr}: {e}"))?;
-        times.push(t.elapsed());
-        check(status, &body)?;
-    }
-    drop(client);
-    times.sort();
-    let mut figures = ScrapeFigures {
-        scrapes: times.len(),
-        median: percentile(&times, 0.5),
-        p99: percentile(&times, 0.99),
-        throughput: 0.0,
-    };
+/// Rounds the measurement of the servers is split into, interleaved.
+const ROUNDS: usize = 5;
 
+/// Checks one scrape: 200, and about the size expected (values change between scrapes,
+/// never by more than a few per cent of the size).
+fn check_scrape(
+    addr: SocketAddr,
+    status: u16,
+    body: &[u8],
+    expect_len: usize,
+) -> Result<(), String> {
+    if status != 200 {
+        return Err(format!("scrape of {addr} answered {status}"));
+    }
+    if body.len() < expect_len * 9 / 10 {
+        return Err(format!(
+            "scrape of {addr} is {} bytes, expected about {expect_len}",
+            body.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Scrapes per second from `clients` kept-alive clients for `duration`: (scrapes, time).
+fn throughput_block(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    expect_len: usize,
+) -> Result<(usize, Duration), String> {
     let done = Arc::new(AtomicUsize::new(0));
     let error = Arc::new(Mutex::new(None::<String>));
-    let deadline = Instant::now() + o.throughput_for;
     let started = Instant::now();
-    let handles: Vec<_> = (0..o.clients)
+    let deadline = started + duration;
+    let handles: Vec<_> = (0..clients)
         .map(|_| {
             let (done, error) = (done.clone(), error.clone());
             std::thread::spawn(move || {
@@ -409,9 +392,7 @@ fn measure_scrapes(
                     let mut body = Vec::with_capacity(expect_len + 4096);
                     while Instant::now() < deadline {
                         let status = client.get(&mut body).map_err(|e| format!("scrape: {e}"))?;
-                        if status != 200 || body.len() < expect_len * 9 / 10 {
-                            return Err(format!("bad scrape: {status}, {} bytes", body.len()));
-                        }
+                        check_scrape(addr, status, &body, expect_len)?;
                         done.fetch_add(1, Relaxed);
                     }
                     Ok(())
@@ -428,8 +409,70 @@ fn measure_scrapes(
     if let Some(e) = error.lock().unwrap().take() {
         return Err(format!("throughput against {addr}: {e}"));
     }
-    figures.throughput = done.load(Relaxed) as f64 / started.elapsed().as_secs_f64();
-    Ok(figures)
+    Ok((done.load(Relaxed), started.elapsed()))
+}
+
+/// Latency (one kept-alive connection each) and throughput of every server, measured in
+/// [`ROUNDS`] interleaved rounds, each starting with another server, so that a change in
+/// the machine's background load falls on all of them alike. `targets`: (address,
+/// expected body size).
+fn measure_interleaved(
+    targets: &[(SocketAddr, usize)],
+    o: &Options,
+) -> Result<Vec<ScrapeFigures>, String> {
+    let mut clients = Vec::with_capacity(targets.len());
+    let mut body = Vec::new();
+    for &(addr, expect_len) in targets {
+        let mut client =
+            Client::connect(addr, "/metrics").map_err(|e| format!("connect {addr}: {e}"))?;
+        // Warm up the connection and both sides' buffers.
+        for _ in 0..3 {
+            let status = client
+                .get(&mut body)
+                .map_err(|e| format!("scrape {addr}: {e}"))?;
+            check_scrape(addr, status, &body, expect_len)?;
+        }
+        clients.push(client);
+    }
+    let n = targets.len();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(o.scrapes); n];
+    let mut done = vec![(0usize, Duration::ZERO); n];
+    let scrapes = o.scrapes.div_ceil(ROUNDS);
+    let budget = o.latency_budget / ROUNDS as u32;
+    let throughput_for = o.throughput_for / ROUNDS as u32;
+    for round in 0..ROUNDS {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let (addr, expect_len) = targets[i];
+            let started = Instant::now();
+            let mut taken = 0;
+            while taken < scrapes && (taken < 4 || started.elapsed() < budget) {
+                let t = Instant::now();
+                let status = clients[i]
+                    .get(&mut body)
+                    .map_err(|e| format!("scrape {addr}: {e}"))?;
+                times[i].push(t.elapsed());
+                check_scrape(addr, status, &body, expect_len)?;
+                taken += 1;
+            }
+            let (count, spent) = throughput_block(addr, o.clients, throughput_for, expect_len)?;
+            done[i].0 += count;
+            done[i].1 += spent;
+        }
+    }
+    Ok(times
+        .into_iter()
+        .zip(done)
+        .map(|(mut times, (count, spent))| {
+            times.sort();
+            ScrapeFigures {
+                scrapes: times.len(),
+                median: percentile(&times, 0.5),
+                p99: percentile(&times, 0.99),
+                throughput: count as f64 / spent.as_secs_f64(),
+            }
+        })
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1235,21 +1278,7 @@ fn run_n(n: usize, o: &Options, bin: &Path, ticks: f64) -> Result<Row, String> {
         .sum();
     row.bytes_per_token = all_token_bytes / n;
 
-    row.exporter = measure_scrapes(exporter.addr, o, body.len())?;
-    row.loaded = proc_status(pid)?;
-    eprintln!(
-        "   exporter: p50 {} p99 {} over {} scrapes, {:.1} scrapes/s; RSS {} KiB, HWM {} KiB",
-        ms(row.exporter.median),
-        ms(row.exporter.p99),
-        row.exporter.scrapes,
-        row.exporter.throughput,
-        row.loaded.rss_kib,
-        row.loaded.hwm_kib
-    );
-    drop(exporter);
-    drop(vault);
-
-    // References, from the same body.
+    // The references, from the same body; all four servers measured in interleaved rounds.
     let families = parse_families(&body)?;
     let re_encoded = encode(&families);
     if re_encoded != body.as_bytes() {
@@ -1263,38 +1292,58 @@ fn run_n(n: usize, o: &Options, bin: &Path, ticks: f64) -> Result<Row, String> {
             String::from_utf8_lossy(&re_encoded[at.saturating_sub(60)..(at + 60).min(re_encoded.len())])
         ));
     }
+    drop(re_encoded);
     let size = body.len();
-    let server = encoding_server(Arc::new(families), size);
-    row.encoding = measure_scrapes(server.addr, o, size)?;
-    server.stop();
-    eprintln!(
-        "   encoding reference: p50 {} p99 {}, {:.1} scrapes/s",
-        ms(row.encoding.median),
-        ms(row.encoding.p99),
-        row.encoding.throughput
-    );
-    let server = prerendered_server(Arc::new(body.into_bytes()));
-    row.prerendered = measure_scrapes(server.addr, o, size)?;
-    server.stop();
-    eprintln!(
-        "   pre-rendered reference: p50 {} p99 {}, {:.1} scrapes/s",
-        ms(row.prerendered.median),
-        ms(row.prerendered.p99),
-        row.prerendered.throughput
-    );
-
-    let server = site_server(n);
-    let own_size = get_once(server.addr)
+    let encoding = encoding_server(Arc::new(families), size);
+    let prerendered = prerendered_server(Arc::new(body.into_bytes()));
+    let no_relay = site_server(n);
+    let own_size = get_once(no_relay.addr)
         .map_err(|e| format!("the site server: {e}"))?
         .1
         .len();
-    row.no_relay = measure_scrapes(server.addr, o, own_size)?;
-    server.stop();
+    let figures = measure_interleaved(
+        &[
+            (exporter.addr, size),
+            (encoding.addr, size),
+            (prerendered.addr, size),
+            (no_relay.addr, own_size),
+        ],
+        o,
+    )?;
+    row.loaded = proc_status(pid)?;
+    [encoding, prerendered, no_relay]
+        .into_iter()
+        .for_each(RefServer::stop);
+    drop(exporter);
+    drop(vault);
+    let [exporter_figures, encoding_figures, prerendered_figures, no_relay_figures]: [ScrapeFigures;
+        4] = figures
+        .try_into()
+        .map_err(|_| "four servers measured".to_string())?;
+    row.exporter = exporter_figures;
+    row.encoding = encoding_figures;
+    row.prerendered = prerendered_figures;
+    row.no_relay = no_relay_figures;
+    for (name, f) in [
+        ("exporter", &row.exporter),
+        ("encoding reference", &row.encoding),
+        ("pre-rendered reference", &row.prerendered),
+        (
+            "exporter's rendering on bare tiny_http (no front relay)",
+            &row.no_relay,
+        ),
+    ] {
+        eprintln!(
+            "   {name}: p50 {} p99 {} over {} scrapes, {:.1} scrapes/s",
+            ms(f.median),
+            ms(f.p99),
+            f.scrapes,
+            f.throughput
+        );
+    }
     eprintln!(
-        "   exporter's rendering on bare tiny_http (no front relay): p50 {} p99 {}, {:.1} scrapes/s",
-        ms(row.no_relay.median),
-        ms(row.no_relay.p99),
-        row.no_relay.throughput
+        "   exporter after load: RSS {} KiB ({} anon + {} file), HWM {} KiB",
+        row.loaded.rss_kib, row.loaded.anon_kib, row.loaded.file_kib, row.loaded.hwm_kib
     );
 
     let iterations = (200_000 / n).clamp(3, 200);
