@@ -56,7 +56,12 @@ impl Scrape {
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples
             .iter()
-            .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|s| s.value)
     }
 
@@ -71,16 +76,26 @@ impl Scrape {
     pub fn state(&self, vault: &str) -> Option<String> {
         self.samples
             .iter()
-            .find(|s| s.name == "vault_token_state" && s.labels.get("vault").map(String::as_str) == Some(vault) && s.value == 1.0)
+            .find(|s| {
+                s.name == "vault_token_state"
+                    && s.labels.get("vault").map(String::as_str) == Some(vault)
+                    && s.value == 1.0
+            })
             .and_then(|s| s.labels.get("state").cloned())
     }
 
     pub fn renewals(&self, vault: &str, result: &str) -> f64 {
-        self.of("vault_token_renewals_total", vault, &[("result", result)]).unwrap_or(f64::NAN)
+        self.of("vault_token_renewals_total", vault, &[("result", result)])
+            .unwrap_or(f64::NAN)
     }
 
     pub fn failures(&self, vault: &str, reason: &str) -> f64 {
-        self.of("vault_token_renewal_failures_total", vault, &[("reason", reason)]).unwrap_or(f64::NAN)
+        self.of(
+            "vault_token_renewal_failures_total",
+            vault,
+            &[("reason", reason)],
+        )
+        .unwrap_or(f64::NAN)
     }
 }
 
@@ -125,18 +140,27 @@ fn parse_sample(line: &str) -> Option<Sample> {
             (name.to_owned(), labels)
         }
     };
-    Some(Sample { name, labels, value })
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
 }
 
 /// A plain HTTP/1.1 GET on a fresh connection: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"))
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 /// Sends a raw request and reads the whole answer: (status, body).
 pub fn http_request(addr: SocketAddr, raw: &str) -> (u16, String) {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(raw.as_bytes()).unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).expect("read answer");
@@ -147,8 +171,14 @@ pub fn http_request(addr: SocketAddr, raw: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {answer:?}"));
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     (status, body)
 }
 
@@ -157,7 +187,8 @@ fn dechunk(mut rest: &str) -> String {
     let mut body = String::new();
     while let Some((size_line, after)) = rest.split_once("\r\n") {
         let size_hex = size_line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16).unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+        let size = usize::from_str_radix(size_hex, 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
         if size == 0 {
             break;
         }
@@ -200,7 +231,14 @@ impl Exporter {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for k in ["VAULT_ADDR", "VAULT_TOKEN", "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_CAPATH", "VAULT_SKIP_VERIFY"] {
+        for k in [
+            "VAULT_ADDR",
+            "VAULT_TOKEN",
+            "VAULT_NAMESPACE",
+            "VAULT_CACERT",
+            "VAULT_CAPATH",
+            "VAULT_SKIP_VERIFY",
+        ] {
             if !env.iter().any(|(e, _)| *e == k) {
                 cmd.env_remove(k);
             }
@@ -235,7 +273,13 @@ impl Exporter {
                 panic!("exporter did not start; log:\n{}", log.lock().unwrap());
             }
         };
-        Exporter { child, addr, log, stdout, dir }
+        Exporter {
+            child,
+            addr,
+            log,
+            stdout,
+            dir,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -263,7 +307,12 @@ impl Exporter {
     }
 
     /// Scrapes until `ready` holds; panics with the last scrape and the log after `timeout`.
-    pub fn wait_for(&self, timeout: Duration, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        ready: impl Fn(&Scrape) -> bool,
+    ) -> Scrape {
         let deadline = Instant::now() + timeout;
         loop {
             let scrape = self.scrape();
@@ -271,7 +320,11 @@ impl Exporter {
                 return scrape;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}\n--- scrape ---\n{}\n--- log ---\n{}", interesting(&scrape.text), self.log());
+                panic!(
+                    "timed out waiting for {what}\n--- scrape ---\n{}\n--- log ---\n{}",
+                    interesting(&scrape.text),
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -293,9 +346,17 @@ impl Exporter {
     }
 
     /// Sends `signal` and waits for the exit status (panics after `timeout`).
-    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> (std::process::ExitStatus, Duration) {
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> (std::process::ExitStatus, Duration) {
         let started = Instant::now();
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -326,9 +387,16 @@ fn interesting(text: &str) -> String {
 /// Runs the binary to completion (10 s at most): (exit code, stdout, stderr).
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).stdin(Stdio::null()).env_remove("VAULT_TOKEN").env_remove("VAULT_ADDR");
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR");
     cmd.envs(env.iter().copied());
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
