@@ -794,8 +794,9 @@ fn dead_tokens_cost_vault_nothing_and_a_new_token_resumes_within_5s() {
     vault.revoke(&invalid);
     // Revoked once renewing: 403 at its renewal (3.2-4 s), rechecked until its expiry.
     let revoked = vault.add_token(TokenSpec::service(8));
-    // Renewed at >= 1.2 s after issue, with <= 3.8 s left before the 5 s max: capped.
-    let capped = vault.add_token(TokenSpec::service(4).explicit_max_ttl(5));
+    // Max TTL = TTL: Vault counts whole seconds since issue, and the renewal comes at
+    // >= 1.2 s, so at most 3 s are left of the 4 s max and the first renewal is capped.
+    let capped = vault.add_token(TokenSpec::service(4).explicit_max_ttl(4));
     let not_renewable = vault.add_token(TokenSpec::service(4).renewable(false));
     let expired = unreachable.add_token(TokenSpec::service(4));
     let names = ["invalid", "revoked", "capped", "not_renewable", "expired"];
