@@ -103,6 +103,9 @@ impl Prepared {
 /// before each sleep. A call goes deep (the resolver, the HTTP client, the JSON parser:
 /// about 24 KiB of stack) and then the worker sleeps for half a lease: without this,
 /// every idle worker keeps those pages, 24 MiB per thousand tokens.
+/// Sleeps at least this long give their stack pages back first.
+const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn run_worker(mut worker: Worker, clock: &dyn Clock, stop: &AtomicBool) {
     let wakeup = worker.wakeup();
     let stack = stack::ThreadStack::current();
@@ -111,7 +114,10 @@ fn run_worker(mut worker: Worker, clock: &dyn Clock, stop: &AtomicBool) {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        if let Some(stack) = &stack {
+        // Only before a long sleep: each release costs the other cores a TLB flush, and a
+        // worker retrying every second would touch the same pages again at once.
+        let long_sleep = sleep.is_none_or(|until| until >= clock.monotonic() + RELEASE_AFTER);
+        if let (Some(stack), true) = (&stack, long_sleep) {
             stack.release_unused();
         }
         let woken = clock.sleep_until(sleep, &wakeup);
