@@ -1354,7 +1354,11 @@ fn run_n(n: usize, o: &Options, bin: &Path, ticks: f64) -> Result<Row, String> {
         row.loaded.rss_kib, row.loaded.anon_kib, row.loaded.file_kib, row.loaded.hwm_kib
     );
 
-    let iterations = (200_000 / n).clamp(3, 200);
+    let iterations = if o.smoke {
+        3
+    } else {
+        (200_000 / n).clamp(3, 200)
+    };
     row.profile = profile(n, iterations);
     let p = &row.profile;
     eprintln!(
