@@ -399,6 +399,8 @@ impl Worker {
 
     fn not_renewable(&mut self, why: &str) {
         self.state.set_renewable(false);
+        // State first, counter second: a scrape that sees the count sees the state too.
+        self.stop(TokenStatus::NotRenewable, None);
         if !self.not_renewable_counted {
             self.not_renewable_counted = true;
             self.state.count(Outcome::NotRenewable);
@@ -407,7 +409,6 @@ impl Worker {
                 self.state.vault
             );
         }
-        self.stop(TokenStatus::NotRenewable, None);
     }
 
     fn renew(&mut self) {
@@ -466,25 +467,30 @@ impl Worker {
             }
         }
         let reason = e.reason();
-        self.state.count_failure(reason);
         let vault = self.state.vault.clone();
+        // State first, counter second: a scrape that sees the count sees the state too.
         if e.is_fatal_for_token() {
+            self.stop(TokenStatus::Invalid, Some(self.settings.invalid_recheck));
+            self.state.count_failure(reason);
             error!(
                 "vault token renewal failed vault={vault} reason={}: {e}; the token is invalid, rotate the token",
                 reason.as_str()
             );
-            return self.stop(TokenStatus::Invalid, Some(self.settings.invalid_recheck));
+            return;
         }
         self.failures_in_a_row += 1;
         let left = self.time_left();
         if left.is_some_and(|l| l.is_zero()) {
+            self.expiry_logged = true;
+            self.stop(TokenStatus::Expired, None);
+            self.state.count_failure(reason);
             error!(
                 "vault token renewal failed vault={vault} reason={}: {e}; the token has expired, rotate the token",
                 reason.as_str()
             );
-            self.expiry_logged = true;
-            return self.stop(TokenStatus::Expired, None);
+            return;
         }
+        self.state.count_failure(reason);
         let mut delay = self.retry_delay(left);
         if let VaultError::RateLimited {
             retry_after: Some(secs),
