@@ -45,8 +45,14 @@ fn run() -> Result<(), Exit> {
     let address = listener.local_addr().map_err(|e| Exit(1, e.to_string()))?;
     log::info!("listening on {address}");
     if demo.is_some() {
+        // `[::]:9846` is where we listen, not an address to scrape.
+        let target = if address.ip().is_unspecified() {
+            format!("localhost:{}", address.port())
+        } else {
+            address.to_string()
+        };
         log::info!(
-            "demo: point Prometheus at http://{address}{}",
+            "demo: point Prometheus at http://{target}{} (static_configs: targets: ['{target}'])",
             cli.telemetry_path
         );
     }
