@@ -66,18 +66,19 @@ pub fn start() -> std::io::Result<(Demo, Vec<TokenConfig>)> {
             .path("auth/approle/login")
             .policies(&["default", "app"]),
     );
-    let not_renewable = primary.add_token(TokenSpec::service(240).renewable(false));
-    let capped = primary.add_token(TokenSpec::service(40).explicit_max_ttl(100));
-    let batch = primary.add_token(TokenSpec::batch(150));
+    let not_renewable = primary.add_token(TokenSpec::service(300).renewable(false));
+    let capped = primary.add_token(TokenSpec::service(60).explicit_max_ttl(200));
+    let batch = primary.add_token(TokenSpec::batch(90));
     let root = primary.add_token(TokenSpec::root_init());
     let revoked = primary.add_token(TokenSpec::service(120));
     let flaky_token = flaky.add_token(TokenSpec::service(60));
 
-    // A token Vault Agent would write: revoked after 30 s (403, invalid), replaced in the
-    // file 90 s later (renewal resumes without a restart).
+    // A token Vault Agent would write, already revoked (403 at the start-up lookup:
+    // invalid), replaced in its file after 5 minutes (renewal resumes without a restart).
+    primary.revoke(&revoked);
     let rotated_file = token_dir.join("rotated.token");
     write_token_file(&rotated_file, &format!("{revoked}\n"))?;
-    // A token file that does not exist yet (unknown, token_source failures) until 2 min.
+    // A token file that does not exist yet (unknown, token_source failures) until 5 min.
     let late_file = token_dir.join("late.token");
 
     let tokens = vec![
@@ -98,29 +99,30 @@ pub fn start() -> std::io::Result<(Demo, Vec<TokenConfig>)> {
             let due = started + Duration::from_secs(t);
             std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
         };
+        // From about 2:50 to 3:20 every state is visible at once: capped (max TTL 200 s)
+        // until it expires, not renewable until 5:00, invalid and unknown until 5:00.
         at(20);
         log::info!("demo: the flaky Vault goes down for 25s (its token is due for renewal meanwhile)");
         script_flaky.stop_listening();
-        at(30);
-        log::info!("demo: revoking the token of vault=rotated");
-        script_primary.revoke(&revoked);
         at(45);
         log::info!("demo: the flaky Vault is back");
         script_flaky.resume_listening();
-        at(120);
-        log::info!("demo: writing a new token into the file of vault=rotated and creating the file of vault=late-file");
-        let fresh = script_primary.add_token(TokenSpec::service(90));
-        let late = script_primary.add_token(TokenSpec::service(90));
-        let _ = write_token_file(&rotated_file, &fresh);
-        let _ = write_token_file(&late_file, &format!("{late}\n"));
-        // An outage of the flaky Vault every three minutes, each shorter than the time left.
         for cycle in 1.. {
+            // An outage of the flaky Vault every three minutes, each shorter than the time left.
             at(20 + 180 * cycle);
             log::info!("demo: the flaky Vault goes down for 25s");
             script_flaky.stop_listening();
             at(45 + 180 * cycle);
             log::info!("demo: the flaky Vault is back");
             script_flaky.resume_listening();
+            if cycle == 1 {
+                at(300);
+                log::info!("demo: writing a new token into the file of vault=rotated and creating the file of vault=late-file");
+                let fresh = script_primary.add_token(TokenSpec::service(90));
+                let late = script_primary.add_token(TokenSpec::service(90));
+                let _ = write_token_file(&rotated_file, &fresh);
+                let _ = write_token_file(&late_file, &format!("{late}\n"));
+            }
         }
     })?;
     log::info!(
