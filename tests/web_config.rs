@@ -6,11 +6,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::pki::{make_ca, make_leaf, make_self_signed_client, CertFiles};
 use common::{http_request, run_to_exit, temp_dir, Exporter};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -47,145 +47,27 @@ fn start(dir: &Path, web_yaml: &str) -> Exporter {
 // Certificates (openssl CLI)
 // ----------------------------------------------------------------------------------------
 
-/// A certificate and its key, as PEM files.
-#[derive(Clone, Debug)]
-struct Pair {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl CLI makes the test certificates");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A self-signed certificate: a CA, or a client certificate nobody vouches for.
-fn self_signed(dir: &Path, name: &str, ca: bool) -> Pair {
-    let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
-    let (constraints, usage) = if ca {
-        (
-            "basicConstraints=critical,CA:TRUE",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        )
-    } else {
-        (
-            "basicConstraints=critical,CA:FALSE",
-            "extendedKeyUsage=clientAuth",
-        )
-    };
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            constraints,
-            "-addext",
-            usage,
-        ],
-    );
-    Pair {
-        cert: dir.join(cert),
-        key: dir.join(key),
-    }
-}
-
-/// A leaf signed by `ca`: a server certificate for localhost, or a client certificate.
-fn leaf(dir: &Path, name: &str, ca: &Pair, client: bool) -> Pair {
-    let (cert, key, csr, ext) = (
-        format!("{name}.pem"),
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.ext"),
-    );
-    let extensions = if client {
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"
-    } else {
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
-    };
-    std::fs::write(dir.join(&ext), extensions).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca.cert.display().to_string(),
-            "-CAkey",
-            &ca.key.display().to_string(),
-            "-CAcreateserial",
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ],
-    );
-    Pair {
-        cert: dir.join(cert),
-        key: dir.join(key),
-    }
-}
+/// Names of the test server certificates.
+const LOCALHOST: &[&str] = &["DNS:localhost", "IP:127.0.0.1"];
 
 /// A CA, a server certificate for localhost, a client certificate from the same CA, a
 /// client certificate from another CA, and a self-signed client certificate.
 struct Pki {
-    ca: Pair,
-    server: Pair,
-    client: Pair,
-    stranger: Pair,
-    self_signed: Pair,
+    ca: CertFiles,
+    server: CertFiles,
+    client: CertFiles,
+    stranger: CertFiles,
+    self_signed: CertFiles,
 }
 
 fn pki(dir: &Path) -> Pki {
-    let ca = self_signed(dir, "ca", true);
-    let other_ca = self_signed(dir, "other-ca", true);
+    let ca = make_ca(dir, "ca");
+    let other_ca = make_ca(dir, "other-ca");
     Pki {
-        server: leaf(dir, "server", &ca, false),
-        client: leaf(dir, "client", &ca, true),
-        stranger: leaf(dir, "stranger", &other_ca, true),
-        self_signed: self_signed(dir, "self-signed", false),
+        server: make_leaf(dir, "server", &ca, LOCALHOST, false),
+        client: make_leaf(dir, "client", &ca, &[], true),
+        stranger: make_leaf(dir, "stranger", &other_ca, &[], true),
+        self_signed: make_self_signed_client(dir, "self-signed"),
         ca,
     }
 }
@@ -207,7 +89,7 @@ const TLS12_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
 fn client_config(
     ca: &Path,
-    identity: Option<&Pair>,
+    identity: Option<&CertFiles>,
     versions: &[&'static SupportedProtocolVersion],
 ) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
@@ -519,7 +401,7 @@ fn require_and_verify_client_cert_needs_a_certificate_from_the_client_ca() {
 fn request_require_any_and_verify_if_given_client_auth_types() {
     let dir = temp_dir("web-client-auth-types");
     let pki = pki(&dir);
-    let ok = |exporter: &Exporter, identity: Option<&Pair>| {
+    let ok = |exporter: &Exporter, identity: Option<&CertFiles>| {
         https_get(
             exporter.addr,
             &client_config(&pki.ca.cert, identity, BOTH),
@@ -611,7 +493,7 @@ fn a_rotated_server_certificate_is_served_without_a_restart() {
     let before = https_get(exporter.addr, &config, "/-/healthy", None).unwrap();
     assert_eq!(before.status, 200);
 
-    let new = leaf(&dir, "server-renewed", &pki.ca, false);
+    let new = make_leaf(&dir, "server-renewed", &pki.ca, LOCALHOST, false);
     std::fs::copy(&new.key, &pki.server.key).unwrap();
     std::fs::copy(&new.cert, &pki.server.cert).unwrap();
     // A fresh client: a resumed session would not show the server's certificate again.

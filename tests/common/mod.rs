@@ -2,6 +2,8 @@
 //! scrape it, and wait for conditions without fixed sleeps.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
