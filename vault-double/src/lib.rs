@@ -6,7 +6,7 @@
 //! exporter uses, with Vault's real wire format, and lets a test inject the failures a real
 //! deployment produces.
 //!
-//! **What it reproduces** (see `/work/shared/vault-token-api.md`, whose section numbers are cited):
+//! **What it reproduces** (section numbers cite Vault's token API as the project documents it; the real bodies it imitates are in `tests/fixtures/`):
 //!
 //! * `GET /v1/auth/token/lookup-self`: the full `logical.HTTPResponse` envelope (key order
 //!   as Vault writes it, `mount_type:"token"` on 1.17), `data` with every field of §2.1/§2.2,
