@@ -5,7 +5,23 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
+/// Built without the `demo` feature: `--demo` explains why it cannot run.
+#[cfg(not(feature = "demo"))]
+pub mod demo {
+    use crate::config::TokenConfig;
+
+    /// Nothing to keep alive: there is no demo in this build.
+    pub struct Demo;
+
+    /// Always an error: this binary was built without the Vault double.
+    pub fn start() -> std::io::Result<(Demo, Vec<TokenConfig>)> {
+        Err(std::io::Error::other(
+            "this binary was built without the `demo` feature",
+        ))
+    }
+}
 pub mod duration;
 pub mod front;
 pub mod logging;

@@ -4,6 +4,8 @@
 //! Data flows one way: workers write [`state::TokenState`] atomics, collectors read them
 //! at scrape time. A scrape never talks to Vault and never waits for a worker.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod collector;
 pub mod error;

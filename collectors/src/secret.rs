@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroize;
+
 /// A Vault token; `Debug` and `Display` print `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
@@ -37,15 +39,10 @@ impl fmt::Display for Token {
 }
 
 impl Drop for Token {
+    /// Overwrites the bytes so a freed buffer does not keep the token around in memory
+    /// (copies made on the way to the socket, by ureq and the kernel, are out of reach).
     fn drop(&mut self) {
-        // Overwrite the bytes so a freed buffer does not keep the token around in memory.
-        // SAFETY: zero bytes are valid UTF-8, so the String stays valid until it is freed.
-        let bytes = unsafe { self.0.as_bytes_mut() };
-        for b in bytes.iter_mut() {
-            // SAFETY: `b` is a valid, aligned, exclusive reference; volatile so the write to
-            // memory about to be freed is not optimised away.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        self.0.zeroize();
     }
 }
 

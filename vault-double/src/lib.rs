@@ -42,6 +42,7 @@
 //! assert_eq!(vault.requests_for(&token).len(), 0);
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod http;

@@ -2,7 +2,7 @@
 //! against two reference servers measured in the same run.
 //!
 //! ```text
-//! cargo run --release --bin bench -- [--tokens 1,100,1000,10000] [--smoke]
+//! cargo run --release -p bench -- [--tokens 1,100,1000,10000] [--smoke]
 //! ```
 //!
 //! For each N it starts the Vault test double with N service tokens (TTL 1 h: one lookup
@@ -1750,7 +1750,7 @@ fn exporter_binary(o: &Options) -> Result<PathBuf, String> {
         "vault-token-exporter",
         "--manifest-path",
     ])
-    .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
     if release {
         cmd.arg("--release");
     }
