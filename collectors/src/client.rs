@@ -483,7 +483,8 @@ fn sanitize(message: &str, token: &Token) -> String {
     }
 }
 
-fn transport_error(t: &ureq::Transport) -> VaultError {
+/// Classifies a failure to get any answer (also for `sys/health`, see [`crate::health`]).
+pub(crate) fn transport_error(t: &ureq::Transport) -> VaultError {
     use std::error::Error as _;
     let mut source = t.source();
     while let Some(err) = source {

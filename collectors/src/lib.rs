@@ -10,6 +10,7 @@ pub mod client;
 pub mod collector;
 pub mod error;
 pub mod family;
+pub mod health;
 pub mod parse;
 pub mod schedule;
 pub mod secret;

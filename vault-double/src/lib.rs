@@ -431,6 +431,8 @@ struct State {
     tokens: HashMap<String, TokenEntry>,
     mount_max_ttl: u64,
     default_version: ApiVersion,
+    /// Seconds added to the clock `sys/health` reports (a skewed server).
+    health_clock_offset: i64,
     fault: Option<Fault>,
     token_faults: HashMap<String, Fault>,
 }
@@ -827,8 +829,11 @@ impl Inner {
         let Ok(status) = status else {
             return error_response(400, &[]);
         };
-        let version = lock(&self.state).default_version;
-        let now = util::floor_secs(SystemTime::now());
+        let (version, offset) = {
+            let st = lock(&self.state);
+            (st.default_version, st.health_clock_offset)
+        };
+        let now = util::floor_secs(SystemTime::now()) + offset;
         let mut f: Vec<(&str, String)> = vec![
             ("initialized", "true".into()),
             ("sealed", js(sealed)),
@@ -1517,6 +1522,7 @@ impl VaultDouble {
                 tokens: HashMap::new(),
                 mount_max_ttl: DEFAULT_MAX_LEASE_TTL,
                 default_version: ApiVersion::V1_17,
+                health_clock_offset: 0,
                 fault: None,
                 token_faults: HashMap::new(),
             }),
@@ -1730,6 +1736,11 @@ impl VaultDouble {
     /// Sets the version imitated where no token decides it: 403 for missing/unknown tokens and `sys/health` (default V1_17).
     pub fn set_api_version(&self, version: ApiVersion) {
         lock(&self.inner.state).default_version = version;
+    }
+
+    /// Skews the clock `sys/health` reports in `server_time_utc` by `secs` (negative: behind).
+    pub fn set_health_clock_offset(&self, secs: i64) {
+        lock(&self.inner.state).health_clock_offset = secs;
     }
 
     /// How many TCP connections were accepted so far (to check keep-alive reuse).
