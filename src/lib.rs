@@ -27,4 +27,5 @@ pub mod front;
 pub mod logging;
 pub mod server;
 pub mod signals;
+pub mod status_page;
 pub mod web;

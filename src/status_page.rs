@@ -1,0 +1,333 @@
+//! The status page at `/`: every token at a glance, most urgent first, with the health of
+//! the Vault behind it. For the operator paged at night who opens the exporter in a browser
+//! before Grafana has loaded.
+//!
+//! Plain HTML and CSS, no JavaScript, rendered from the same shared state a scrape reads
+//! (never a call to Vault). Every value that comes from Vault or the config is
+//! HTML-escaped; the page never shows a token.
+
+use std::fmt::Write as _;
+
+use collectors::error::Reason;
+use collectors::health::HealthSnapshot;
+use collectors::state::{Snapshot, TokenStatus};
+
+/// One token, as the page shows it.
+pub struct Row<'a> {
+    pub vault: &'a str,
+    pub snapshot: Snapshot,
+    /// When the token dies whatever renewals do, when known.
+    pub max_expiry: Option<f64>,
+    pub last_failure: Option<Reason>,
+    /// The Vault this token's entry points at; `None` when the `vault` collector is off.
+    pub health: Option<HealthSnapshot>,
+}
+
+/// Renders the page for `rows` as of `now` (Unix seconds).
+pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
+    rows.sort_by(|a, b| {
+        let key = |r: &Row<'_>| {
+            let status = r.snapshot.status_at(now);
+            (
+                urgency(status),
+                r.snapshot.ttl_at(now).unwrap_or(f64::INFINITY),
+            )
+        };
+        let (ka, kb) = (key(a), key(b));
+        ka.0.cmp(&kb.0)
+            .then(ka.1.total_cmp(&kb.1))
+            .then_with(|| a.vault.cmp(b.vault))
+    });
+    let mut counts = [0usize; TokenStatus::ALL.len()];
+    for row in rows.iter() {
+        let status = row.snapshot.status_at(now);
+        if let Some(i) = TokenStatus::ALL.iter().position(|s| *s == status) {
+            counts[i] += 1;
+        }
+    }
+
+    let mut html = String::with_capacity(2048 + rows.len() * 700);
+    html.push_str(HEAD);
+    let path = escape(telemetry_path);
+    let _ = write!(
+        html,
+        "<header><h1>vault-token-exporter</h1><nav><a href=\"{path}\">Metrics</a> \
+         <a href=\"/-/healthy\">Health</a> <a href=\"/-/ready\">Ready</a></nav></header>\n\
+         <p class=\"summary\">{} token(s) as of {}:",
+        rows.len(),
+        format_utc(now)
+    );
+    for (status, count) in TokenStatus::ALL.iter().zip(counts) {
+        if count > 0 {
+            let _ = write!(
+                html,
+                " <span class=\"state {0}\">{0}</span>&nbsp;{count}",
+                status.as_str()
+            );
+        }
+    }
+    html.push_str(
+        "</p>\n<table>\n<thead><tr><th>vault</th><th>state</th><th>time left</th>\
+         <th>expires</th><th>max expiry</th><th>last renewal</th><th>next renewal</th>\
+         <th>renewals ok / failed</th><th>last failure</th><th>Vault health</th></tr></thead>\n<tbody>\n",
+    );
+    for row in rows.iter() {
+        write_row(&mut html, row, now);
+    }
+    if rows.is_empty() {
+        html.push_str("<tr><td colspan=\"10\">no token configured</td></tr>\n");
+    }
+    html.push_str("</tbody>\n</table>\n</body>\n</html>\n");
+    html
+}
+
+fn write_row(html: &mut String, row: &Row<'_>, now: f64) {
+    let s = &row.snapshot;
+    let status = s.status_at(now).as_str();
+    let time = |t: Option<f64>| t.map(format_utc).unwrap_or_else(|| "–".into());
+    let ttl = match (s.status_at(now), s.ttl_at(now)) {
+        (TokenStatus::NeverExpires, _) => "never expires".to_owned(),
+        (_, Some(left)) => format_duration(left),
+        (_, None) => "–".to_owned(),
+    };
+    let [success, failure, _] = s.renewals;
+    let _ = writeln!(
+        html,
+        "<tr><td class=\"vault\">{}</td><td><span class=\"state {status}\">{status}</span></td>\
+         <td class=\"num\">{ttl}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+         <td class=\"num\">{success} / {failure}</td><td>{}</td><td>{}</td></tr>",
+        escape(row.vault),
+        time(s.expiry),
+        time(row.max_expiry),
+        time(s.last_renewal),
+        time(s.next_renewal),
+        row.last_failure.map(Reason::as_str).unwrap_or("–"),
+        health_cell(row.health.as_ref()),
+    );
+}
+
+fn health_cell(health: Option<&HealthSnapshot>) -> String {
+    let Some(h) = health else {
+        return "–".into();
+    };
+    match h.up {
+        None => "<span class=\"health unknown\">not polled yet</span>".into(),
+        Some(false) => "<span class=\"health down\">unreachable</span>".into(),
+        Some(true) => {
+            let (class, word) = if h.sealed {
+                ("down", "sealed")
+            } else if h.standby {
+                ("ok", "standby")
+            } else {
+                ("ok", "active")
+            };
+            let version = h
+                .info
+                .as_ref()
+                .map(|(version, _)| format!(" {}", escape(version)))
+                .unwrap_or_default();
+            let skew = h
+                .clock_skew
+                .filter(|skew| skew.abs() >= 1.0)
+                .map(|skew| format!(", clock {skew:+.0} s"))
+                .unwrap_or_default();
+            format!("<span class=\"health {class}\">{word}</span>{version}{skew}")
+        }
+    }
+}
+
+/// Most urgent first: tokens that are dead or will die whatever happens, then those that
+/// need a person, then the healthy ones.
+fn urgency(status: TokenStatus) -> u8 {
+    match status {
+        TokenStatus::Expired => 0,
+        TokenStatus::Invalid => 1,
+        TokenStatus::Capped => 2,
+        TokenStatus::NotRenewable => 3,
+        TokenStatus::Unknown => 4,
+        TokenStatus::Renewing => 5,
+        TokenStatus::NeverExpires => 6,
+    }
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `3d 4h`, `2h 05m`, `4m 10s`, `9s`: two units are enough to judge urgency.
+fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m {sec:02}s"),
+        (0, _, _) => format!("{h}h {m:02}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// `2026-12-03 14:05:09 UTC`.
+fn format_utc(unix: f64) -> String {
+    let secs = unix.floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+const HEAD: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="30">
+<title>vault-token-exporter</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #1f2328; background: #fff; }
+header { display: flex; align-items: baseline; gap: 2rem; }
+h1 { font-size: 1.4rem; margin: 0 0 .5rem; }
+nav a { margin-right: 1rem; }
+table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
+th { background: #f6f8fa; position: sticky; top: 0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.vault { font-weight: 600; white-space: normal; word-break: break-all; }
+.state { display: inline-block; padding: .1rem .5rem; border-radius: 1rem; font-size: .8rem; font-weight: 600; color: #fff; }
+.state.renewing { background: #1a7f37; }
+.state.never_expires { background: #0969da; }
+.state.unknown { background: #6e7781; }
+.state.not_renewable { background: #bf8700; }
+.state.capped { background: #bc4c00; }
+.state.invalid, .state.expired { background: #cf222e; }
+.health.ok { color: #1a7f37; font-weight: 600; }
+.health.down { color: #cf222e; font-weight: 600; }
+.health.unknown { color: #6e7781; }
+.summary .state { margin-left: .5rem; }
+</style>
+</head>
+<body>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use collectors::state::TokenState;
+
+    fn snapshot(status: TokenStatus, expiry: Option<f64>) -> Snapshot {
+        let state = TokenState::new("x");
+        state.set_status(status);
+        if let Some(e) = expiry {
+            state.expiry.set(e);
+        }
+        state.snapshot()
+    }
+
+    #[test]
+    fn most_urgent_first_then_least_time_left() {
+        let now = 1_000_000.0;
+        let mut rows = vec![
+            Row {
+                vault: "healthy-long",
+                snapshot: snapshot(TokenStatus::Renewing, Some(now + 7200.0)),
+                max_expiry: None,
+                last_failure: None,
+                health: None,
+            },
+            Row {
+                vault: "root",
+                snapshot: snapshot(TokenStatus::NeverExpires, None),
+                max_expiry: None,
+                last_failure: None,
+                health: None,
+            },
+            Row {
+                vault: "healthy-short",
+                snapshot: snapshot(TokenStatus::Renewing, Some(now + 60.0)),
+                max_expiry: None,
+                last_failure: Some(Reason::Sealed),
+                health: None,
+            },
+            Row {
+                vault: "dead",
+                snapshot: snapshot(TokenStatus::Invalid, Some(now + 600.0)),
+                max_expiry: None,
+                last_failure: Some(Reason::PermissionDenied),
+                health: None,
+            },
+        ];
+        let html = render(&mut rows, "/metrics", now);
+        let order: Vec<_> = rows.iter().map(|r| r.vault).collect();
+        assert_eq!(order, ["dead", "healthy-short", "healthy-long", "root"]);
+        let at = |needle: &str| html.find(needle).unwrap_or_else(|| panic!("{needle}"));
+        assert!(at(">dead<") < at(">healthy-short<"));
+        assert!(html.contains("<a href=\"/metrics\">Metrics</a>"));
+        assert!(html.contains("permission_denied") && html.contains("sealed"));
+        assert!(html.contains(">1m 00s<"), "{html}");
+        assert!(html.contains("never expires"));
+        assert!(!html.contains("<script"), "no JavaScript");
+    }
+
+    #[test]
+    fn names_and_vault_values_are_escaped() {
+        let now = 0.0;
+        let health = HealthSnapshot {
+            up: Some(true),
+            sealed: false,
+            standby: false,
+            clock_skew: Some(-12.4),
+            info: Some(("<b>1.0</b>".into(), "c".into())),
+        };
+        let mut rows = vec![Row {
+            vault: "<script>alert('x')</script>&\"",
+            snapshot: snapshot(TokenStatus::Unknown, None),
+            max_expiry: None,
+            last_failure: None,
+            health: Some(health),
+        }];
+        let html = render(&mut rows, "/m\"><script>", now);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<b>"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"));
+        assert!(html.contains("clock -12 s"), "{html}");
+    }
+
+    #[test]
+    fn times_and_durations_read_as_a_person_expects() {
+        assert_eq!(format_utc(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(1_735_059_206.9), "2024-12-24 16:53:26 UTC");
+        assert_eq!(format_utc(951_782_400.0), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_duration(9.9), "9s");
+        assert_eq!(format_duration(250.0), "4m 10s");
+        assert_eq!(format_duration(7500.0), "2h 05m");
+        assert_eq!(
+            format_duration(3.0 * 86_400.0 + 4.0 * 3600.0 + 59.0),
+            "3d 4h"
+        );
+    }
+}
