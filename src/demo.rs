@@ -31,6 +31,7 @@ fn token_config(name: &str, vault: &VaultDouble, source: TokenSource) -> TokenCo
             max_backoff: Duration::from_secs(20),
             invalid_recheck: Duration::from_secs(60),
             increment: None,
+            max_ttl: None,
         },
     }
 }
