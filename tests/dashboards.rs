@@ -873,6 +873,7 @@ fn alert_rules_are_documented_and_unit_tested() {
         "VaultTokenRenewalsFailing",
         "VaultTokenExpiringSoon",
         "VaultTokenInvalid",
+        "VaultTokenMaxExpiryNear",
         "VaultTokenExporterDown",
         "VaultTokenExporterCollectorFailing",
     ] {
@@ -975,7 +976,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
     assert!(check.status.success(), "promtool check rules failed");
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert!(
-        stdout.contains("SUCCESS: 7 rules found"),
+        stdout.contains("SUCCESS: 8 rules found"),
         "rule count: {stdout}"
     );
 
