@@ -960,6 +960,62 @@ fn dashboard_thresholds_match_alert_rules() {
     }
     assert!(checked >= 2, "only {checked} time-left panels checked");
 
+    // The 7-day threshold of VaultTokenMaxExpiryNear colours the time until the
+    // max expiry in the tokens table.
+    let near = rules
+        .iter()
+        .find(|q| q.origin == "rule VaultTokenMaxExpiryNear")
+        .expect("VaultTokenMaxExpiryNear rule");
+    let product: f64 = near
+        .expr
+        .split("time() <")
+        .nth(1)
+        .expect("MaxExpiryNear compares max expiry - time() <")
+        .lines()
+        .next()
+        .unwrap()
+        .split('*')
+        .map(|f| f.trim().parse::<f64>().expect("a product of numbers"))
+        .product();
+    let mut max_checked = 0;
+    for p in dashboard_panels(&d) {
+        for (i, t) in p["targets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
+            let expr = t["expr"].as_str().unwrap_or("");
+            if !(expr.contains("vault_token_max_expiry_timestamp_seconds")
+                && expr.contains("time()"))
+            {
+                continue;
+            }
+            let field = format!("Value #{}", t["refId"].as_str().unwrap_or(&i.to_string()));
+            let override_steps: Vec<f64> = p["fieldConfig"]["overrides"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["matcher"]["options"] == field.as_str())
+                .flat_map(|o| o["properties"].as_array().unwrap().iter())
+                .filter(|prop| prop["id"] == "thresholds")
+                .flat_map(|prop| prop["value"]["steps"].as_array().unwrap().iter())
+                .filter_map(|step| step["value"].as_f64())
+                .collect();
+            assert!(
+                override_steps.contains(&product),
+                "panel {:?} {field}: no threshold at {product} s ({override_steps:?})",
+                p["title"]
+            );
+            max_checked += 1;
+        }
+    }
+    assert!(
+        max_checked >= 1,
+        "no panel shows the time until the max expiry"
+    );
+
     // Up and collector success panels turn red at 0, as their alerts fire.
     for title in ["Exporter up", "Collector health"] {
         let p = dashboard_panels(&d)
