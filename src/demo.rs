@@ -7,7 +7,7 @@
 //! - 1:00 NotRenewable (`not-renewable`, `use-limited`, `batch`), ExpiringSoon (the same),
 //!   MaxExpiryNear (`max-ttl-soon`: a max TTL 6 days away; `capped` until it is capped);
 //! - 2:30 Invalid for `batch` (expired at 1:30); `rotated` is invalid from the start;
-//! - ~3:00 Capped and ExpiringSoon for `capped` (capped at its renewal at 2:00-2:30,
+//! - ~3:30 Capped and ExpiringSoon for `capped` (capped at its renewal at 2:00-2:30,
 //!   expired at 6:40, then Invalid);
 //! - 5:00 `rotated` gets a new token: its Invalid clears; RenewalsFailing fires for
 //!   `late-file` (no token file since start) until its file appears at 7:00;
