@@ -57,6 +57,7 @@ struct VaultEntry {
     max_backoff: Option<String>,
     invalid_recheck_interval: Option<String>,
     increment: Option<String>,
+    max_ttl: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +209,10 @@ pub fn parse_config(
                     defaults.invalid_recheck,
                 )?,
                 increment,
+                max_ttl: entry
+                    .max_ttl
+                    .map(|text| duration("max_ttl", Some(text), Duration::ZERO))
+                    .transpose()?,
             },
         });
     }
@@ -336,7 +341,7 @@ mod tests {
     fn a_full_entry_loads_with_defaults_filled_in() {
         let path = write(
             "full.yml",
-            "vaults:\n  - name: prod\n    address: https://vault.example.com:8200/\n    token_file: /run/token\n    namespace: team-a\n    tls:\n      ca_file: /etc/ca.pem\n      server_name: vault.internal\n    timeout: 2s\n    max_backoff: 30s\n    invalid_recheck_interval: 1m\n  - name: dev\n    address: http://127.0.0.1:8200\n    token_env: DEV_TOKEN\n",
+            "vaults:\n  - name: prod\n    address: https://vault.example.com:8200/\n    token_file: /run/token\n    namespace: team-a\n    tls:\n      ca_file: /etc/ca.pem\n      server_name: vault.internal\n    timeout: 2s\n    max_backoff: 30s\n    invalid_recheck_interval: 1m\n    max_ttl: 768h\n  - name: dev\n    address: http://127.0.0.1:8200\n    token_env: DEV_TOKEN\n",
         );
         let env = |k: &str| (k == "DEV_TOKEN").then(|| "hvs.DEV".to_string());
         let tokens = load_file(&path, &env).unwrap();
@@ -347,6 +352,7 @@ mod tests {
         assert_eq!(prod.timeout, Duration::from_secs(2));
         assert_eq!(prod.renew.max_backoff, Duration::from_secs(30));
         assert_eq!(prod.renew.invalid_recheck, Duration::from_secs(60));
+        assert_eq!(prod.renew.max_ttl, Some(Duration::from_secs(768 * 3600)));
         assert_eq!(prod.tls.server_name.as_deref(), Some("vault.internal"));
         assert!(matches!(&prod.source, TokenSource::File(p) if p == Path::new("/run/token")));
         let dev = &tokens[1];
@@ -370,6 +376,8 @@ mod tests {
             ("unsetenv.yml", "vaults:\n  - name: a\n    address: http://x\n    token_env: SURELY_UNSET_VAR\n", "SURELY_UNSET_VAR"),
             ("certonly.yml", "vaults:\n  - name: a\n    address: https://x\n    token_file: /t\n    tls:\n      cert_file: /c.pem\n", "tls.key_file"),
             ("badtimeout.yml", "vaults:\n  - name: a\n    address: http://x\n    token_file: /t\n    timeout: soon\n", "vaults[0].timeout"),
+            ("badmaxttl.yml", "vaults:\n  - name: a\n    address: http://x\n    token_file: /t\n    max_ttl: a month\n", "vaults[0].max_ttl"),
+            ("zeromaxttl.yml", "vaults:\n  - name: a\n    address: http://x\n    token_file: /t\n    max_ttl: 0s\n", "vaults[0].max_ttl"),
             ("empty.yml", "vaults: []\n", "vaults"),
             ("notyaml.yml", "vaults: [\n", "invalid config file"),
         ];

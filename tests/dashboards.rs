@@ -31,7 +31,7 @@ const GRAFANA_ALERT: &str = "dashboards/grafana-alert-not-renewable.yml";
 
 /// Series that Prometheus itself makes for every target; the exporter
 /// cannot expose them.
-const PROMETHEUS_SYNTHESIZED: &[&str] = &["up"];
+const PROMETHEUS_SYNTHESIZED: &[&str] = &["up", "ALERTS"];
 
 /// Placeholder for the Prometheus data source UID in the Grafana alert file.
 const GRAFANA_DS_PLACEHOLDER: &str = "${VAULT_TOKEN_EXPORTER_PROMETHEUS_UID}";
@@ -249,6 +249,8 @@ fn substitute_grafana_vars(expr: &str, job: &str, rate_interval: &str) -> String
         .replace("$__interval", rate_interval)
         .replace("${vault}", ".+")
         .replace("$vault", ".+")
+        .replace("${instance}", ".+")
+        .replace("$instance", ".+")
         .replace("${job}", job)
         .replace("$job", job);
     assert!(
@@ -635,15 +637,28 @@ fn dashboard_imports_without_surgery() {
     assert_eq!(ds["type"], "datasource");
     assert_eq!(ds["query"], "prometheus");
 
-    let vault = var("vault");
-    assert_eq!(vault["type"], "query");
-    assert_eq!(vault["multi"], true, "vault is multi-select");
-    assert_eq!(vault["includeAll"], true, "vault has All");
-    let vq = vault["query"]
-        .as_str()
-        .or_else(|| vault["query"]["query"].as_str())
-        .unwrap();
-    assert_eq!(vq, "label_values(vault_token_state, vault)");
+    let query_of = |v: &Json| {
+        v["query"]
+            .as_str()
+            .or_else(|| v["query"]["query"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    for name in ["job", "instance", "vault"] {
+        let v = var(name);
+        assert_eq!(v["type"], "query");
+        assert_eq!(v["multi"], true, "{name} is multi-select");
+        assert_eq!(v["includeAll"], true, "{name} has All");
+    }
+    // Each variable offers only what the ones before it select.
+    assert_eq!(
+        query_of(var("instance")),
+        "label_values(vault_token_exporter_build_info{job=~\"$job\"}, instance)"
+    );
+    assert_eq!(
+        query_of(var("vault")),
+        "label_values(vault_token_state{job=~\"$job\", instance=~\"$instance\"}, vault)"
+    );
 
     let want_ds = serde_json::json!({"type": "prometheus", "uid": "${datasource}"});
     for v in vars.iter().filter(|v| v["type"] == "query") {
@@ -680,7 +695,20 @@ fn dashboard_imports_without_surgery() {
                 !expr.trim().is_empty(),
                 "panel {title:?} target has an expr"
             );
-            if !expr.contains("up{") && !expr.contains("process_") && !expr.contains("exporter_") {
+            // Every panel follows the job and instance selection; token panels the
+            // vault selection too (the alert list also shows exporter-level alerts,
+            // which have no vault label).
+            for selector in ["job=~\"$job\"", "instance=~\"$instance\""] {
+                assert!(
+                    expr.contains(selector),
+                    "panel {title:?}: query ignores {selector}: {expr}"
+                );
+            }
+            let exporter_level =
+                expr.contains("up{") || expr.contains("process_") || expr.contains("exporter_");
+            if expr.contains("ALERTS{") {
+                assert!(expr.contains("vault=~\"$vault|\""), "{title:?}: {expr}");
+            } else if !exporter_level {
                 assert!(
                     expr.contains("vault=~\"$vault\""),
                     "panel {title:?}: token query ignores $vault: {expr}"
@@ -696,6 +724,9 @@ fn dashboard_imports_without_surgery() {
     for metric in [
         "vault_token_ttl_seconds",
         "vault_token_expiry_timestamp_seconds",
+        "vault_token_max_expiry_timestamp_seconds",
+        "vault_token_consecutive_failures",
+        "ALERTS",
         "vault_token_state",
         "vault_token_renewals_total",
         "vault_token_renewal_failures_total",
@@ -727,6 +758,133 @@ fn dashboard_imports_without_surgery() {
             "state panel does not map state {state}"
         );
     }
+}
+
+/// True when a query returns one series per token: a `vault_token_*` metric not
+/// aggregated away from its `vault` label, and not limited by `topk`/`bottomk`.
+fn one_series_per_token(expr: &str) -> bool {
+    let per_token_metric = promql_metric_names(expr)
+        .iter()
+        .any(|m| m.starts_with("vault_token_") && !m.starts_with("vault_token_exporter_"));
+    if !per_token_metric || expr.contains("topk(") || expr.contains("bottomk(") {
+        return false;
+    }
+    let clauses: Vec<&str> = expr
+        .split("by (")
+        .skip(1)
+        .map(|rest| rest.split(')').next().unwrap_or(""))
+        .collect();
+    clauses.is_empty() || clauses.iter().any(|c| c.contains("vault"))
+}
+
+/// At hundreds of tokens a tile or a line per token is noise: outside the
+/// collapsed tiles row, only tables show one row per token, and graphs
+/// aggregate or keep the few closest to expiry. The main table is sorted by
+/// time left, colours the state, and shows the max expiry beside the expiry;
+/// an alert list sits above it.
+#[test]
+fn dashboard_stays_usable_at_hundreds_of_tokens() {
+    assert!(one_series_per_token(
+        "vault_token_ttl_seconds{vault=~\"a\"}"
+    ));
+    assert!(one_series_per_token(
+        "max by (instance, vault) (vault_token_state)"
+    ));
+    assert!(!one_series_per_token(
+        "sum by (result) (vault_token_renewals_total)"
+    ));
+    assert!(!one_series_per_token(
+        "bottomk(20, vault_token_ttl_seconds)"
+    ));
+    assert!(!one_series_per_token("up{job=~\"x\"}"));
+
+    let d = dashboard();
+    for p in d["panels"].as_array().unwrap() {
+        let title = p["title"].as_str().unwrap_or("");
+        if p["type"] == "row" {
+            if p["panels"]
+                .as_array()
+                .is_some_and(|nested| !nested.is_empty())
+            {
+                assert_eq!(
+                    p["collapsed"], true,
+                    "row {title:?} with panels is collapsed"
+                );
+            }
+            continue;
+        }
+        if p["type"] == "table" {
+            continue;
+        }
+        for t in p["targets"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            let expr = t["expr"].as_str().unwrap_or("");
+            assert!(
+                !one_series_per_token(expr),
+                "panel {title:?} draws one series per token outside the collapsed row: {expr}"
+            );
+        }
+    }
+
+    let tables: Vec<&Json> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "table")
+        .collect();
+    let main = tables
+        .iter()
+        .find(|p| {
+            p["targets"].as_array().unwrap().iter().any(|t| {
+                t["expr"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("vault_token_max_expiry_timestamp_seconds")
+            })
+        })
+        .expect("a top-level table shows the max expiry");
+    assert_eq!(main["options"]["sortBy"][0]["displayName"], "Time left");
+    assert_eq!(main["options"]["sortBy"][0]["desc"], false, "soonest first");
+    let name_of_ref = |metric: &str| {
+        let target = main["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| {
+                let expr = t["expr"].as_str().unwrap_or("");
+                expr.contains(metric) && expr.ends_with("* 1000")
+            })
+            .unwrap_or_else(|| panic!("main table shows {metric} as a time"));
+        format!("Value #{}", target["refId"].as_str().unwrap())
+    };
+    let order = &main["transformations"][1]["options"]["indexByName"];
+    let expiry = order[name_of_ref("vault_token_expiry_timestamp_seconds")]
+        .as_i64()
+        .expect("expiry column placed");
+    let max_expiry = order[name_of_ref("vault_token_max_expiry_timestamp_seconds")]
+        .as_i64()
+        .expect("max expiry column placed");
+    assert_eq!(max_expiry, expiry + 1, "max expiry right beside expiry");
+    let state_colours = main["fieldConfig"]["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| {
+            o["properties"].as_array().unwrap().iter().any(|p| {
+                p["id"] == "mappings" && p["value"].to_string().contains("\"not renewable\"")
+            })
+        });
+    assert!(state_colours, "the main table colours the state");
+    let alert_list = tables
+        .iter()
+        .position(|p| {
+            p["targets"][0]["expr"]
+                .as_str()
+                .unwrap_or("")
+                .contains("ALERTS{")
+        })
+        .expect("an alert list");
+    let main_at = tables.iter().position(|p| std::ptr::eq(*p, *main)).unwrap();
+    assert!(alert_list < main_at, "alerts first");
 }
 
 /// The 1 h threshold of VaultTokenExpiringSoon, read from the rules file,
@@ -802,6 +960,62 @@ fn dashboard_thresholds_match_alert_rules() {
     }
     assert!(checked >= 2, "only {checked} time-left panels checked");
 
+    // The 7-day threshold of VaultTokenMaxExpiryNear colours the time until the
+    // max expiry in the tokens table.
+    let near = rules
+        .iter()
+        .find(|q| q.origin == "rule VaultTokenMaxExpiryNear")
+        .expect("VaultTokenMaxExpiryNear rule");
+    let product: f64 = near
+        .expr
+        .split("time() <")
+        .nth(1)
+        .expect("MaxExpiryNear compares max expiry - time() <")
+        .lines()
+        .next()
+        .unwrap()
+        .split('*')
+        .map(|f| f.trim().parse::<f64>().expect("a product of numbers"))
+        .product();
+    let mut max_checked = 0;
+    for p in dashboard_panels(&d) {
+        for (i, t) in p["targets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
+            let expr = t["expr"].as_str().unwrap_or("");
+            if !(expr.contains("vault_token_max_expiry_timestamp_seconds")
+                && expr.contains("time()"))
+            {
+                continue;
+            }
+            let field = format!("Value #{}", t["refId"].as_str().unwrap_or(&i.to_string()));
+            let override_steps: Vec<f64> = p["fieldConfig"]["overrides"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["matcher"]["options"] == field.as_str())
+                .flat_map(|o| o["properties"].as_array().unwrap().iter())
+                .filter(|prop| prop["id"] == "thresholds")
+                .flat_map(|prop| prop["value"]["steps"].as_array().unwrap().iter())
+                .filter_map(|step| step["value"].as_f64())
+                .collect();
+            assert!(
+                override_steps.contains(&product),
+                "panel {:?} {field}: no threshold at {product} s ({override_steps:?})",
+                p["title"]
+            );
+            max_checked += 1;
+        }
+    }
+    assert!(
+        max_checked >= 1,
+        "no panel shows the time until the max expiry"
+    );
+
     // Up and collector success panels turn red at 0, as their alerts fire.
     for title in ["Exporter up", "Collector health"] {
         let p = dashboard_panels(&d)
@@ -873,6 +1087,7 @@ fn alert_rules_are_documented_and_unit_tested() {
         "VaultTokenRenewalsFailing",
         "VaultTokenExpiringSoon",
         "VaultTokenInvalid",
+        "VaultTokenMaxExpiryNear",
         "VaultTokenExporterDown",
         "VaultTokenExporterCollectorFailing",
     ] {
@@ -975,7 +1190,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
     assert!(check.status.success(), "promtool check rules failed");
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert!(
-        stdout.contains("SUCCESS: 7 rules found"),
+        stdout.contains("SUCCESS: 8 rules found"),
         "rule count: {stdout}"
     );
 

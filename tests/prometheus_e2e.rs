@@ -5,7 +5,18 @@
 //! - `nonrenew`: a service token that is not renewable (600 s left);
 //! - `capped`: a service token with a 30 s TTL and a 40 s explicit max TTL,
 //!   so its first renewal (at 12-15 s) is capped, and it expires at 40 s;
-//! - `healthy`: a renewable 8 s service token, renewed every ~4 s.
+//! - `healthy`: a renewable 8 s service token, renewed every ~4 s;
+//! - `rotated`: its token file holds a revoked token (invalid);
+//! - `late`: its token file does not exist (token_source failures);
+//! - `max-soon`: a renewable token whose max TTL is 6 days away
+//!   (VaultTokenMaxExpiryNear; `capped` fires it too until it is capped).
+//!
+//! Fix after failure: once VaultTokenInvalid fired for `rotated` and
+//! VaultTokenRenewalsFailing for `late`, a new 8 s token is written to each
+//! file. Both alerts must clear, and nothing else may fire for those tokens
+//! afterwards (the counter-window rules kept a critical VaultTokenExpiringSoon
+//! firing after such a fix: a fresh short token is looked up, not renewed).
+//! Nothing stays firing for them until the end of the test.
 //!
 //! Prometheus scrapes every second and evaluates every second, with the
 //! rules file as shipped except for shorter `for` durations. The test
@@ -319,6 +330,8 @@ fn substitute_grafana_vars(expr: &str) -> String {
         .replace("$__interval", "10s")
         .replace("${vault}", ".+")
         .replace("$vault", ".+")
+        .replace("${instance}", ".+")
+        .replace("$instance", ".+")
         .replace("${job}", JOB)
         .replace("$job", JOB);
     assert!(!out.contains('$'), "unknown Grafana variable in {out}");
@@ -450,12 +463,21 @@ fn alerts_fire_in_a_real_prometheus_and_panels_have_data() {
             vault.add_token(TokenSpec::service(30).explicit_max_ttl(40)),
         ),
         ("healthy", vault.add_token(TokenSpec::service(8))),
+        ("rotated", vault.add_token(TokenSpec::service(600))),
+        ("late", String::new()),
+        (
+            "max-soon",
+            vault.add_token(TokenSpec::service(600).explicit_max_ttl(6 * 24 * 3600)),
+        ),
     ];
+    vault.revoke(&tokens[3].1);
     let tokens_added = Instant::now();
     let mut config = String::from("vaults:\n");
     for (name, token) in &tokens {
         let file = tmp.path().join(format!("{name}.token"));
-        std::fs::write(&file, token).unwrap();
+        if !token.is_empty() {
+            std::fs::write(&file, token).unwrap();
+        }
         config.push_str(&format!(
             "  - name: {name}\n    address: {}\n    token_file: {}\n    timeout: 2s\n",
             vault.url(),
@@ -522,10 +544,45 @@ fn alerts_fire_in_a_real_prometheus_and_panels_have_data() {
             fired: None,
             active_at: String::new(),
         },
+        Watch {
+            alert: "VaultTokenInvalid",
+            vault: "rotated",
+            situation: "invalid",
+            seen: None,
+            stored: None,
+            fired: None,
+            active_at: String::new(),
+        },
+        Watch {
+            alert: "VaultTokenRenewalsFailing",
+            vault: "late",
+            situation: "unknown",
+            seen: None,
+            stored: None,
+            fired: None,
+            active_at: String::new(),
+        },
+        Watch {
+            alert: "VaultTokenMaxExpiryNear",
+            vault: "max-soon",
+            situation: "renewing",
+            seen: None,
+            stored: None,
+            fired: None,
+            active_at: String::new(),
+        },
     ];
-    // Firing alerts allowed at any time: the watched ones. Anything else
+    // The tokens fixed once their alert fired: when, and when nothing fired for
+    // them any more.
+    const FIXED: [&str; 2] = ["rotated", "late"];
+    let mut fixed_at: Option<Instant> = None;
+    let mut cleared_at: Option<Instant> = None;
+    let mut firing_after_fix: BTreeMap<String, Instant> = BTreeMap::new();
+    // Firing alerts allowed at any time: the watched ones, and the max TTL
+    // warning for `capped` (40 s away) until it is capped. Anything else
     // firing (the healthy token, the exporter, a collector) is a failure.
-    let allowed: BTreeSet<(&str, &str)> = watches.iter().map(|w| (w.alert, w.vault)).collect();
+    let mut allowed: BTreeSet<(&str, &str)> = watches.iter().map(|w| (w.alert, w.vault)).collect();
+    allowed.insert(("VaultTokenMaxExpiryNear", "capped"));
     let mut unexpected: Vec<String> = Vec::new();
     let mut pending_healthy: BTreeSet<String> = BTreeSet::new();
     let mut capped_resolved_after_expiry: Option<Instant> = None;
@@ -611,6 +668,44 @@ fn alerts_fire_in_a_real_prometheus_and_panels_have_data() {
             firing.insert((name, v));
         }
 
+        let fixed_tokens_fired = watches
+            .iter()
+            .filter(|w| FIXED.contains(&w.vault))
+            .all(|w| w.fired.is_some());
+        if fixed_tokens_fired && fixed_at.is_none() {
+            for name in FIXED {
+                let token = vault.add_token(TokenSpec::service(8));
+                let file = tmp.path().join(format!("{name}.token"));
+                // Written aside and renamed in, as Vault Agent does.
+                let aside = tmp.path().join(format!("{name}.token.new"));
+                std::fs::write(&aside, &token).unwrap();
+                std::fs::rename(&aside, &file).unwrap();
+            }
+            fixed_at = Some(now);
+            eprintln!("new tokens written for {FIXED:?} at {:.1}s", secs(now));
+        }
+        if let Some(fixed) = fixed_at {
+            let still: Vec<&(String, String)> = firing
+                .iter()
+                .filter(|(_, v)| FIXED.contains(&v.as_str()))
+                .collect();
+            if still.is_empty() && cleared_at.is_none() {
+                cleared_at = Some(now);
+                eprintln!(
+                    "every alert of {FIXED:?} cleared at {:.1}s, {:.1}s after the fix",
+                    secs(now),
+                    now.duration_since(fixed).as_secs_f64()
+                );
+            }
+            if cleared_at.is_some() {
+                for (name, v) in still {
+                    firing_after_fix
+                        .entry(format!("{name}{{vault={v:?}}}"))
+                        .or_insert(now);
+                }
+            }
+        }
+
         let phase1 = watches
             .iter()
             .filter(|w| w.situation != "expired")
@@ -685,7 +780,10 @@ fn alerts_fire_in_a_real_prometheus_and_panels_have_data() {
         {
             capped_resolved_after_expiry = Some(now);
         }
-        if panels_checked && capped_resolved_after_expiry.is_some() {
+        // Stays clear: at least 5 s (5 evaluations) after the fixed tokens' alerts cleared.
+        let stayed_clear =
+            cleared_at.is_some_and(|t| now.duration_since(t) > Duration::from_secs(5));
+        if panels_checked && capped_resolved_after_expiry.is_some() && stayed_clear {
             break;
         }
         if Instant::now() > deadline {
@@ -702,8 +800,11 @@ fn alerts_fire_in_a_real_prometheus_and_panels_have_data() {
                 })
                 .collect();
             panic!(
-                "not every expected alert fired within 100 s:\n  {}\nfiring now: {firing:?}\n\
+                "not every expected alert fired, or the fixed tokens' alerts did not clear, within 100 s \
+                 (fixed at {:?}, cleared at {:?}):\n  {}\nfiring now: {firing:?}\n\
                  exporter log:\n{}\nprometheus log:\n{}",
+                fixed_at.map(secs),
+                cleared_at.map(secs),
                 state.join("\n  "),
                 exporter.log(),
                 prometheus.log()
@@ -747,6 +848,10 @@ fn alerts_fire_in_a_real_prometheus_and_panels_have_data() {
          Panel queries:\n  {}",
         scrape_health(&prom),
         panel_report.join("\n  ")
+    );
+    assert!(
+        firing_after_fix.is_empty(),
+        "alerts of fixed tokens fired again after they cleared: {firing_after_fix:?}"
     );
     assert!(
         unexpected.is_empty(),

@@ -28,6 +28,12 @@ pub struct Lookup {
     pub policies: Vec<String>,
     /// `data.period` in seconds, when periodic.
     pub period: Option<u64>,
+    /// `data.issue_time` as Unix seconds; absent on the initial root token.
+    pub issue_time: Option<f64>,
+    /// `data.explicit_max_ttl` in seconds, when set (Vault writes 0 for none).
+    pub explicit_max_ttl: Option<u64>,
+    /// `data.num_uses`: 0 unlimited, the uses left, or -1 on the last permitted use.
+    pub num_uses: i64,
 }
 
 impl Lookup {
@@ -133,6 +139,18 @@ pub fn parse_lookup(body: &[u8]) -> Result<Lookup, VaultError> {
             parse_rfc3339(&text).ok_or_else(|| bad("data.expire_time is not an RFC 3339 time"))?,
         ),
     };
+    let issue_time = match string(data, "issue_time", "data")? {
+        None => None,
+        Some(text) => Some(
+            parse_rfc3339(&text).ok_or_else(|| bad("data.issue_time is not an RFC 3339 time"))?,
+        ),
+    };
+    let num_uses = match data.get("num_uses") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| bad("data.num_uses is not a whole number"))?,
+    };
     let mut policies = strings(data, "policies", "data")?;
     policies.sort();
     Ok(Lookup {
@@ -144,6 +162,9 @@ pub fn parse_lookup(body: &[u8]) -> Result<Lookup, VaultError> {
         path: string(data, "path", "data")?.unwrap_or_default(),
         policies,
         period: seconds(data, "period", "data")?.filter(|p| *p > 0),
+        issue_time,
+        explicit_max_ttl: seconds(data, "explicit_max_ttl", "data")?.filter(|s| *s > 0),
+        num_uses,
     })
 }
 
@@ -378,6 +399,26 @@ mod tests {
         assert_eq!(lookup.token_type, "batch");
         assert_eq!(lookup.renewable, Some(false));
         assert!(lookup.expire_time.is_some() && lookup.ttl > 0);
+    }
+
+    #[test]
+    fn max_ttl_and_use_limit_fields_are_read_from_real_bodies() {
+        let capped = parse_lookup(&captured("lookup-self.capped.200.openbao-2.7.2.json")).unwrap();
+        assert_eq!(capped.explicit_max_ttl, Some(12));
+        // 2026-12-03T11:01:29.75592638Z
+        let issued = parse_rfc3339("2026-12-03T11:01:29Z").unwrap() + 0.75592638;
+        assert!((capped.issue_time.unwrap() - issued).abs() < 1e-6);
+        assert_eq!(capped.num_uses, 0);
+        let limited =
+            parse_lookup(&captured("lookup-self.use-limit.200.openbao-2.7.2.json")).unwrap();
+        assert_eq!((limited.num_uses, limited.explicit_max_ttl), (4, None));
+        let last = parse_lookup(&captured(
+            "lookup-self.use-limit-last-use.200.openbao-2.7.2.json",
+        ))
+        .unwrap();
+        assert_eq!(last.num_uses, -1);
+        let root = parse_lookup(&captured("lookup-self.root.vault-1.1.0.json")).unwrap();
+        assert_eq!(root.issue_time, None, "the initial root token has no lease");
     }
 
     #[test]

@@ -135,10 +135,14 @@ pub struct TokenState {
     renewing: AtomicBool,
     /// Unix seconds the token expires; absent when it never expires or is not looked up yet.
     pub expiry: AtomicF64,
+    /// Unix seconds the token dies whatever renewals do (its max TTL); absent when unknown.
+    pub max_expiry: AtomicF64,
     /// Unix seconds of the last successful renewal by this exporter.
     pub last_renewal: AtomicF64,
     /// Unix seconds of the next scheduled attempt; absent while none is scheduled.
     pub next_renewal: AtomicF64,
+    /// Failed attempts since the token was last known good (see [`TokenState::count_failure`]).
+    consecutive_failures: AtomicU64,
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum: AtomicF64,
@@ -155,8 +159,10 @@ pub struct Snapshot {
     pub capped: bool,
     pub renewing: bool,
     pub expiry: Option<f64>,
+    pub max_expiry: Option<f64>,
     pub last_renewal: Option<f64>,
     pub next_renewal: Option<f64>,
+    pub consecutive_failures: u64,
     /// Cumulative counts per bucket of [`DURATION_BUCKETS`].
     pub duration_buckets: [u64; DURATION_BUCKETS.len()],
     pub duration_count: u64,
@@ -193,8 +199,10 @@ impl TokenState {
             capped: AtomicBool::new(false),
             renewing: AtomicBool::new(false),
             expiry: AtomicF64::absent(),
+            max_expiry: AtomicF64::absent(),
             last_renewal: AtomicF64::absent(),
             next_renewal: AtomicF64::absent(),
+            consecutive_failures: AtomicU64::new(0),
             duration_buckets: Default::default(),
             duration_count: AtomicU64::new(0),
             duration_sum: AtomicF64(AtomicU64::new(0f64.to_bits())),
@@ -206,10 +214,17 @@ impl TokenState {
         self.renewals[outcome as usize].fetch_add(1, Relaxed);
     }
 
-    /// One failed attempt: one `failure` and one `reason`.
+    /// One failed attempt: one `failure`, one `reason`, and one more consecutive failure.
     pub fn count_failure(&self, reason: Reason) {
+        self.consecutive_failures.fetch_add(1, Relaxed);
         self.count(Outcome::Failure);
         self.failures[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// The token is known good again (renewed, or a new token looked up): alerts keyed on
+    /// the failure streak clear at once, whatever the counters' recent history.
+    pub fn reset_consecutive_failures(&self) {
+        self.consecutive_failures.store(0, Relaxed);
     }
 
     pub fn set_status(&self, status: TokenStatus) {
@@ -268,8 +283,10 @@ impl TokenState {
             capped: self.capped.load(Relaxed),
             renewing: self.renewing.load(Relaxed),
             expiry: self.expiry.get(),
+            max_expiry: self.max_expiry.get(),
             last_renewal: self.last_renewal.get(),
             next_renewal: self.next_renewal.get(),
+            consecutive_failures: self.consecutive_failures.load(Relaxed),
             duration_buckets,
             duration_count: self.duration_count.load(Relaxed),
             duration_sum: self.duration_sum.get().unwrap_or(0.0),
@@ -303,6 +320,11 @@ mod tests {
         assert_eq!(s.renewals[Outcome::Failure as usize], 2);
         assert_eq!(s.failures[Reason::Sealed.index()], 2);
         assert_eq!(s.failures.iter().sum::<u64>(), 2);
+        assert_eq!(s.consecutive_failures, 2);
+        state.reset_consecutive_failures();
+        let s = state.snapshot();
+        assert_eq!(s.consecutive_failures, 0);
+        assert_eq!(s.renewals[Outcome::Failure as usize], 2, "counters stay");
     }
 
     #[test]

@@ -38,6 +38,16 @@ const EXPIRY: Spec = Spec(
     "Unix time the token expires.",
     MetricType::GAUGE,
 );
+const MAX_EXPIRY: Spec = Spec(
+    "vault_token_max_expiry_timestamp_seconds",
+    "Unix time the token dies whatever renewals do (its max TTL), when known.",
+    MetricType::GAUGE,
+);
+const CONSECUTIVE_FAILURES: Spec = Spec(
+    "vault_token_consecutive_failures",
+    "Failed attempts since the token was last known good (renewed, or a new token looked up).",
+    MetricType::GAUGE,
+);
 const TTL: Spec = Spec(
     "vault_token_ttl_seconds",
     "Seconds until the token expires, 0 once expired.",
@@ -181,6 +191,8 @@ impl TokenCollector {
         let mut renewals = new(&RENEWALS, n * 3);
         let mut failures = new(&FAILURES, n * Reason::ALL.len());
         let mut expiry = new(&EXPIRY, n);
+        let mut max_expiry = new(&MAX_EXPIRY, n);
+        let mut consecutive = new(&CONSECUTIVE_FAILURES, n);
         let mut ttl = new(&TTL, n);
         let mut renewable = new(&RENEWABLE, n);
         let mut capped = new(&CAPPED, n);
@@ -213,6 +225,12 @@ impl TokenCollector {
                 expiry.mut_metric().push(gauge(vault(), e));
                 ttl.mut_metric().push(gauge(vault(), left));
             }
+            if let Some(m) = s.max_expiry {
+                max_expiry.mut_metric().push(gauge(vault(), m));
+            }
+            consecutive
+                .mut_metric()
+                .push(gauge(vault(), s.consecutive_failures as f64));
             renewable
                 .mut_metric()
                 .push(gauge(vault(), f64::from(u8::from(s.renewable))));
@@ -256,8 +274,20 @@ impl TokenCollector {
         }
         // A family with no series is not exported (the text encoder refuses it).
         [
-            renewals, failures, expiry, ttl, renewable, capped, renewing, last, next, duration,
-            state, info,
+            renewals,
+            failures,
+            expiry,
+            max_expiry,
+            consecutive,
+            ttl,
+            renewable,
+            capped,
+            renewing,
+            last,
+            next,
+            duration,
+            state,
+            info,
         ]
         .into_iter()
         .filter(|f| !f.get_metric().is_empty())
@@ -314,6 +344,15 @@ impl TokenCollector {
             if let Some((e, _)) = expiry(seen) {
                 write_series(buf, EXPIRY.0, "", vault, None, e);
             }
+        });
+        write(&MAX_EXPIRY, &mut |buf, vault, seen, _| {
+            if let Some(m) = seen.s.max_expiry {
+                write_series(buf, MAX_EXPIRY.0, "", vault, None, m);
+            }
+        });
+        write(&CONSECUTIVE_FAILURES, &mut |buf, vault, seen, _| {
+            let v = seen.s.consecutive_failures as f64;
+            write_series(buf, CONSECUTIVE_FAILURES.0, "", vault, None, v);
         });
         write(&TTL, &mut |buf, vault, seen, _| {
             if let Some((_, left)) = expiry(seen) {
@@ -484,6 +523,7 @@ mod tests {
             "vault_token_renewable",
             "vault_token_capped",
             "vault_token_renewing",
+            "vault_token_consecutive_failures",
         ] {
             assert_eq!(
                 value(&text, &format!("{gauge}{{vault=\"prod\"}}")),
@@ -494,6 +534,7 @@ mod tests {
         for absent in [
             "vault_token_expiry_timestamp_seconds{",
             "vault_token_ttl_seconds{",
+            "vault_token_max_expiry_timestamp_seconds{",
             "vault_token_info{",
             "vault_token_last_renewal_timestamp_seconds{",
             "vault_token_next_renewal_timestamp_seconds{",
@@ -549,6 +590,25 @@ mod tests {
             Some(0.0)
         );
         assert!(!expired.contains("vault_token_next_renewal_timestamp_seconds{"));
+    }
+
+    #[test]
+    fn max_expiry_and_the_failure_streak_are_exported_as_the_state_holds_them() {
+        let token = Arc::new(TokenState::new("prod"));
+        token.max_expiry.set(1_702_764_800.0);
+        token.count_failure(Reason::Network);
+        token.count_failure(Reason::Timeout);
+        let collector = TokenCollector::new(vec![token.clone()]);
+        let text = encode(&collector.families_at(0.0));
+        let max = "vault_token_max_expiry_timestamp_seconds{vault=\"prod\"}";
+        let streak = "vault_token_consecutive_failures{vault=\"prod\"}";
+        assert_eq!(value(&text, max), Some(1_702_764_800.0), "{text}");
+        assert_eq!(value(&text, streak), Some(2.0), "{text}");
+        token.reset_consecutive_failures();
+        token.max_expiry.clear();
+        let text = encode(&collector.families_at(0.0));
+        assert_eq!(value(&text, streak), Some(0.0));
+        assert!(!text.contains("vault_token_max_expiry_timestamp_seconds{"));
     }
 
     #[test]
@@ -617,9 +677,11 @@ mod tests {
             auth_path: "auth/approle\\login\n".into(),
             policies: "app,default".into(),
         });
+        tokens[0].max_expiry.set(1_702_764_800.5);
         tokens[1].set_status(TokenStatus::Capped);
         tokens[1].set_capped(true);
         tokens[1].expiry.set(1500.0);
+        tokens[1].max_expiry.set(1500.0);
         tokens[2].set_status(TokenStatus::NotRenewable);
         tokens[2].count(Outcome::NotRenewable);
         tokens[3].set_status(TokenStatus::Invalid);

@@ -74,6 +74,9 @@ pub struct RenewSettings {
     pub invalid_recheck: Duration,
     /// `increment` to send, in seconds; never less than the lease last granted. Default none.
     pub increment: Option<u64>,
+    /// The mount's or system's max TTL as the operator knows it (`max_ttl`; Vault's default
+    /// is 768h): with the lookup's `issue_time`, when the token dies whatever renewals do.
+    pub max_ttl: Option<Duration>,
 }
 
 impl Default for RenewSettings {
@@ -82,6 +85,7 @@ impl Default for RenewSettings {
             max_backoff: Duration::from_secs(300),
             invalid_recheck: Duration::from_secs(300),
             increment: None,
+            max_ttl: None,
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct Worker {
     /// The lease before the latest: a renewal granting less means the max TTL is reached.
     last_lease: Option<u64>,
     failures_in_a_row: u32,
+    /// No successful lookup of this token value yet: the first one proves it good.
+    fresh: bool,
     not_renewable_counted: bool,
     missing_file_warned: bool,
     expiry_logged: bool,
@@ -147,6 +153,7 @@ impl Worker {
             expires: None,
             last_lease: None,
             failures_in_a_row: 0,
+            fresh: true,
             not_renewable_counted: false,
             missing_file_warned: false,
             expiry_logged: false,
@@ -247,10 +254,12 @@ impl Worker {
         self.expires = None;
         self.last_lease = None;
         self.failures_in_a_row = 0;
+        self.fresh = true;
         self.not_renewable_counted = false;
         self.missing_file_warned = false;
         self.expiry_logged = false;
         self.state.expiry.clear();
+        self.state.max_expiry.clear();
         self.state.set_capped(false);
         self.state.set_renewable(false);
         self.state.set_status(TokenStatus::Unknown);
@@ -350,6 +359,12 @@ impl Worker {
 
     fn looked_up(&mut self, lookup: &Lookup) {
         self.failures_in_a_row = 0;
+        // The first lookup of a new token value proves it good; a later one (the re-check
+        // of an invalid token) does not: only a renewal does then.
+        if self.fresh {
+            self.fresh = false;
+            self.state.reset_consecutive_failures();
+        }
         let mut policies = lookup.policies.clone();
         policies.sort();
         self.state.set_info(TokenInfo {
@@ -372,15 +387,28 @@ impl Worker {
             return self.stop(TokenStatus::NeverExpires, None);
         }
         self.set_expiry(lookup.ttl);
+        self.set_max_expiry(lookup);
         if lookup.ttl == 0 {
             return self.note_expiry();
         }
         if !renewable {
             return self.not_renewable("Vault says the token is not renewable");
         }
+        if lookup.num_uses != 0 {
+            return self.not_renewable(
+                "it is use-limited (num_uses), and each renewal would spend one of the application's uses",
+            );
+        }
+        // The re-check of an invalid token renews at once: only a renewal tells a fixed
+        // policy from one that still denies renew-self.
+        let recheck = self.state.status() == TokenStatus::Invalid;
         self.state.set_status(TokenStatus::Renewing);
         self.last_lease = Some(lookup.ttl);
-        let delay = renewal_delay(Duration::from_secs(lookup.ttl), self.jitter.next_unit());
+        let delay = if recheck {
+            Duration::ZERO
+        } else {
+            renewal_delay(Duration::from_secs(lookup.ttl), self.jitter.next_unit())
+        };
         debug!(
             "vault token looked up vault={} ttl={}s, renewing in {}",
             self.state.vault,
@@ -395,6 +423,20 @@ impl Worker {
         self.expires = Some(self.now() + ttl);
         self.expiry_logged = false;
         self.state.expiry.set(self.clock.unix() + ttl.as_secs_f64());
+    }
+
+    /// When the token dies whatever renewals do: its explicit max TTL, or the configured
+    /// `max_ttl` (which a periodic token escapes), both from its issue time; the sooner wins.
+    fn set_max_expiry(&mut self, lookup: &Lookup) {
+        let configured = self.settings.max_ttl.filter(|_| lookup.period.is_none());
+        let max_ttl = match (lookup.explicit_max_ttl.map(Duration::from_secs), configured) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match lookup.issue_time.zip(max_ttl) {
+            Some((issued, max)) => self.state.max_expiry.set(issued + max.as_secs_f64()),
+            None => self.state.max_expiry.clear(),
+        }
     }
 
     fn not_renewable(&mut self, why: &str) {
@@ -428,6 +470,7 @@ impl Worker {
             Err(e) => return self.failed(Phase::Renew, e),
         };
         self.failures_in_a_row = 0;
+        self.state.reset_consecutive_failures();
         self.state.count(Outcome::Success);
         self.state.last_renewal.set(self.clock.unix());
         self.set_expiry(renewal.lease_duration);
@@ -440,6 +483,11 @@ impl Worker {
         }
         if renewal.capped_by_max_ttl() || shorter || renewal.lease_duration == 0 {
             self.state.set_capped(true);
+            // Capped: the expiry is the death, however the max TTL was guessed before.
+            if let Some(expiry) = self.state.expiry.get() {
+                let known = self.state.max_expiry.get().unwrap_or(f64::INFINITY);
+                self.state.max_expiry.set(known.min(expiry));
+            }
             warn!(
                 "vault token reached its max TTL vault={}: renewals no longer extend it and it expires in {}s; rotate the token",
                 self.state.vault, renewal.lease_duration
@@ -470,6 +518,8 @@ impl Worker {
         let vault = self.state.vault.clone();
         // State first, counter second: a scrape that sees the count sees the state too.
         if e.is_fatal_for_token() {
+            // A later lookup that succeeds is a re-check, no proof the token is good.
+            self.fresh = false;
             self.stop(TokenStatus::Invalid, Some(self.settings.invalid_recheck));
             self.state.count_failure(reason);
             error!(

@@ -1,6 +1,7 @@
 //! The renewal policy on a fake clock against a scripted Vault.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::*;
@@ -96,6 +97,9 @@ fn service(ttl: u64) -> Lookup {
         path: "auth/approle/login".into(),
         policies: vec!["default".into(), "app".into()],
         period: None,
+        issue_time: Some(UNIX_BASE - 100.0),
+        explicit_max_ttl: None,
+        num_uses: 0,
     }
 }
 
@@ -687,4 +691,337 @@ fn a_missing_token_file_before_any_token_is_a_token_source_failure() {
     assert_eq!(s.renewals[Outcome::Failure as usize], 1);
     assert_eq!(s.status, TokenStatus::Unknown);
     assert!(vault.calls("lookup").is_empty());
+}
+
+fn denied() -> VaultError {
+    VaultError::PermissionDenied {
+        message: "permission denied".into(),
+    }
+}
+
+impl Harness {
+    fn consecutive_failures(&self) -> u64 {
+        self.state.snapshot().consecutive_failures
+    }
+}
+
+#[test]
+fn consecutive_failures_count_each_failed_attempt_until_a_renewal_succeeds() {
+    // Renewals fail from the first one (at 40-50 % of 100 000 s) until t=60 000 s.
+    let mut h = Harness::new(
+        |_| Ok(service(100_000)),
+        |t| {
+            if t < secs(60_000) {
+                Err(VaultError::Sealed)
+            } else {
+                Ok(granted(100_000))
+            }
+        },
+    );
+    h.run_until(secs(59_000));
+    let failed = h.vault.calls("renew").len() as u64;
+    assert!(failed >= 5, "{failed}");
+    assert_eq!(h.consecutive_failures(), failed, "one per failed attempt");
+    h.run_until(secs(61_000));
+    assert_eq!(h.outcome(Outcome::Success), 1);
+    assert_eq!(h.consecutive_failures(), 0, "reset by the renewal");
+    let failed = h.vault.calls("renew").len() as u64 - 1;
+    assert_eq!(
+        h.outcome(Outcome::Failure),
+        failed,
+        "the counter keeps them"
+    );
+}
+
+#[test]
+fn a_transient_failure_is_forgotten_at_the_next_renewal() {
+    let mut calls = 0;
+    let mut h = Harness::new(
+        |_| Ok(service(1000)),
+        move |_| {
+            calls += 1;
+            if calls == 1 {
+                Err(VaultError::Network("connection reset".into()))
+            } else {
+                Ok(granted(1000))
+            }
+        },
+    );
+    // Second by second up to the failed renewal: its retry comes at least 1 s later.
+    for t in 390..=500 {
+        h.run_until(secs(t));
+        if !h.vault.calls("renew").is_empty() {
+            break;
+        }
+    }
+    assert_eq!(h.vault.calls("renew").len(), 1);
+    assert_eq!(h.consecutive_failures(), 1);
+    h.run_until(secs(510));
+    assert_eq!(h.vault.calls("renew").len(), 2);
+    assert_eq!(h.consecutive_failures(), 0);
+}
+
+#[test]
+fn a_recheck_of_a_token_whose_policy_denies_renew_self_does_not_reset_the_failures() {
+    // lookup-self is allowed, renew-self is not: every re-check looks the token up
+    // (success) and renews at once (403 again).
+    let mut h = Harness::with_settings(
+        RenewSettings {
+            invalid_recheck: secs(300),
+            ..RenewSettings::default()
+        },
+        |_| Ok(service(3600)),
+        |_| Err(denied()),
+    );
+    h.run_until(secs(1801));
+    assert_eq!(h.status(), TokenStatus::Invalid);
+    assert_eq!(h.consecutive_failures(), 1);
+    h.run_until(secs(1801 + 3 * 300 + 10));
+    let renewals = h.vault.calls("renew");
+    let lookups = h.vault.calls("lookup");
+    assert_eq!(renewals.len(), 4, "one renewal per re-check: {renewals:?}");
+    assert_eq!(lookups.len(), 4, "{lookups:?}");
+    for (lookup, renewal) in lookups[1..].iter().zip(&renewals[1..]) {
+        assert_eq!(lookup, renewal, "the re-check renews at once");
+    }
+    assert_eq!(
+        h.consecutive_failures(),
+        4,
+        "successful re-check lookups reset nothing"
+    );
+    assert_eq!(h.status(), TokenStatus::Invalid);
+}
+
+#[test]
+fn a_recheck_that_renews_resets_the_failures() {
+    let mut h = Harness::new(
+        |t| {
+            if t < secs(1000) {
+                Err(denied())
+            } else {
+                Ok(service(3600))
+            }
+        },
+        |_| Ok(granted(3600)),
+    );
+    h.run_until(secs(1000));
+    assert_eq!(h.consecutive_failures(), 4, "at 0, 300, 600 and 900 s");
+    h.run_until(secs(1201));
+    assert_eq!(h.status(), TokenStatus::Renewing);
+    assert_eq!(h.outcome(Outcome::Success), 1, "renewed at the re-check");
+    assert_eq!(h.consecutive_failures(), 0);
+}
+
+/// A worker on a token file in a fresh directory; `valid` says whether Vault accepts
+/// the token now in the file.
+fn file_worker(
+    tag: &str,
+    valid: Arc<AtomicBool>,
+    settings: RenewSettings,
+) -> (
+    Arc<FakeClock>,
+    Arc<ScriptedVault>,
+    Arc<TokenState>,
+    Worker,
+    std::path::PathBuf,
+) {
+    let dir = std::env::temp_dir().join(format!("vte-worker-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let clock = Arc::new(FakeClock::default());
+    let vault = ScriptedVault::new(
+        clock.clone(),
+        move |_| {
+            if valid.load(Ordering::Relaxed) {
+                Ok(service(3600))
+            } else {
+                Err(denied())
+            }
+        },
+        |_| Ok(granted(3600)),
+    );
+    let state = Arc::new(TokenState::new(tag));
+    let worker = Worker::new(
+        vault.clone(),
+        TokenSource::File(dir.join("token")),
+        state.clone(),
+        clock.clone(),
+        settings,
+    );
+    (clock, vault, state, worker, dir)
+}
+
+#[test]
+fn the_first_lookup_of_a_new_token_value_resets_the_failures() {
+    let valid = Arc::new(AtomicBool::new(false));
+    let (clock, vault, state, mut worker, dir) =
+        file_worker("rotated", valid.clone(), RenewSettings::default());
+    std::fs::write(dir.join("token"), "hvs.REVOKED").unwrap();
+    for t in [0, 300, 600] {
+        clock.set(secs(t));
+        worker.step();
+        worker.step();
+    }
+    assert_eq!(state.snapshot().status, TokenStatus::Invalid);
+    assert_eq!(state.snapshot().consecutive_failures, 3);
+    // A new token is written: looked up (not renewed) at once, and the streak is over.
+    clock.set(secs(700));
+    valid.store(true, Ordering::Relaxed);
+    std::fs::write(dir.join("token"), "hvs.NEW").unwrap();
+    worker.on_source_changed();
+    worker.step();
+    let s = state.snapshot();
+    assert_eq!(s.status, TokenStatus::Renewing);
+    assert_eq!(s.renewals[Outcome::Success as usize], 0, "no renewal yet");
+    assert_eq!(s.consecutive_failures, 0);
+    assert_eq!(vault.calls("lookup").len(), 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_late_token_file_counts_failures_until_its_token_is_looked_up() {
+    let valid = Arc::new(AtomicBool::new(true));
+    let (clock, _vault, state, mut worker, dir) =
+        file_worker("late", valid, RenewSettings::default());
+    let mut attempts = 0;
+    while clock.monotonic() < secs(120) {
+        let next = worker.step().unwrap();
+        attempts += 1;
+        clock.set(next);
+    }
+    let s = state.snapshot();
+    assert_eq!(s.status, TokenStatus::Unknown);
+    assert_eq!(
+        s.consecutive_failures,
+        s.failures[Reason::TokenSource.index()]
+    );
+    assert!(s.consecutive_failures >= 3 && s.consecutive_failures <= attempts);
+    std::fs::write(dir.join("token"), "hvs.LATE\n").unwrap();
+    worker.on_source_changed();
+    worker.step();
+    assert_eq!(state.snapshot().consecutive_failures, 0);
+    assert_eq!(state.snapshot().status, TokenStatus::Renewing);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn max_expiry_comes_from_explicit_max_ttl_or_the_configured_max_ttl_the_sooner_winning() {
+    let issued = UNIX_BASE - 100.0;
+    let cases = [
+        (Some(7200), None, None, Some(issued + 7200.0)),
+        (None, Some(768 * 3600), None, Some(issued + 768.0 * 3600.0)),
+        (Some(7200), Some(3600), None, Some(issued + 3600.0)),
+        (Some(7200), Some(86_400), None, Some(issued + 7200.0)),
+        // A periodic token escapes the mount's max TTL, not its explicit one.
+        (None, Some(3600), Some(600), None),
+        (Some(7200), Some(3600), Some(600), Some(issued + 7200.0)),
+        (None, None, None, None),
+    ];
+    for (explicit, configured, period, expected) in cases {
+        let settings = RenewSettings {
+            max_ttl: configured.map(secs),
+            ..RenewSettings::default()
+        };
+        let mut h = Harness::with_settings(
+            settings,
+            move |_| {
+                Ok(Lookup {
+                    explicit_max_ttl: explicit,
+                    period,
+                    ..service(600)
+                })
+            },
+            |_| Ok(granted(600)),
+        );
+        h.run_until(secs(1));
+        let case = format!("explicit {explicit:?}, max_ttl {configured:?}, period {period:?}");
+        assert_eq!(h.state.snapshot().max_expiry, expected, "{case}");
+        h.run_until(secs(2000));
+        assert_eq!(h.status(), TokenStatus::Renewing, "{case}");
+        assert_eq!(h.state.snapshot().max_expiry, expected, "{case}: kept");
+    }
+}
+
+#[test]
+fn max_expiry_is_unknown_without_an_issue_time() {
+    let settings = RenewSettings {
+        max_ttl: Some(secs(3600)),
+        ..RenewSettings::default()
+    };
+    let mut h = Harness::with_settings(
+        settings,
+        |_| {
+            Ok(Lookup {
+                issue_time: None,
+                ..service(600)
+            })
+        },
+        |_| Ok(granted(600)),
+    );
+    h.run_until(secs(1));
+    assert_eq!(h.state.snapshot().max_expiry, None);
+}
+
+#[test]
+fn a_capped_token_dies_at_its_expiry_so_that_is_its_max_expiry() {
+    let mut leases = VecDeque::from([3600, 1000]);
+    let mut h = Harness::new(
+        |_| Ok(service(3600)),
+        move |_| Ok(granted(leases.pop_front().unwrap_or(1000))),
+    );
+    h.run_until(secs(1));
+    assert_eq!(
+        h.state.snapshot().max_expiry,
+        None,
+        "unknown while renewing"
+    );
+    h.run_until(secs(3700));
+    let s = h.state.snapshot();
+    assert!(s.capped);
+    assert!(s.max_expiry.is_some());
+    assert_eq!(s.max_expiry, s.expiry);
+}
+
+#[test]
+fn a_new_token_forgets_the_max_expiry_of_the_old_one() {
+    let valid = Arc::new(AtomicBool::new(true));
+    let settings = RenewSettings {
+        max_ttl: Some(secs(3600)),
+        ..RenewSettings::default()
+    };
+    let (_clock, _vault, state, mut worker, dir) = file_worker("maxnew", valid.clone(), settings);
+    std::fs::write(dir.join("token"), "hvs.ONE").unwrap();
+    worker.step();
+    worker.step();
+    assert!(state.snapshot().max_expiry.is_some());
+    valid.store(false, Ordering::Relaxed);
+    std::fs::write(dir.join("token"), "hvs.TWO").unwrap();
+    worker.on_source_changed();
+    worker.step();
+    assert_eq!(state.snapshot().status, TokenStatus::Invalid);
+    assert_eq!(state.snapshot().max_expiry, None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_use_limited_token_is_never_renewed_and_counted_not_renewable_once() {
+    let mut h = Harness::new(
+        |_| {
+            Ok(Lookup {
+                num_uses: 5,
+                ..service(600)
+            })
+        },
+        |_| panic!("a renewal would spend one of the application's uses"),
+    );
+    h.run_until(secs(400));
+    assert_eq!(h.status(), TokenStatus::NotRenewable);
+    assert_eq!(h.outcome(Outcome::NotRenewable), 1);
+    assert_eq!(h.outcome(Outcome::Failure), 0);
+    let s = h.state.snapshot();
+    assert!(!s.renewable && !s.renewing);
+    assert_eq!(h.vault.calls("lookup").len(), 1, "no more uses spent");
+    h.run_until(secs(700));
+    assert_eq!(h.status(), TokenStatus::Expired);
+    assert_eq!(h.outcome(Outcome::NotRenewable), 1);
 }
