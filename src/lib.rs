@@ -3,12 +3,14 @@
 //! (Vault client, workers, collectors) is the `collectors` crate.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod duration;
 pub mod front;
 pub mod logging;
+pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod web;

@@ -8,6 +8,7 @@ pub mod client;
 pub mod collector;
 pub mod error;
 pub mod family;
+pub mod logfmt;
 pub mod parse;
 pub mod schedule;
 pub mod secret;

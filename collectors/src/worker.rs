@@ -2,7 +2,8 @@
 //! it learns into the token's [`TokenState`].
 //!
 //! [`Worker::step`] does one thing (read the token, look it up, renew it, or wait) and says
-//! how long to sleep; [`Worker::run`] loops it on a real clock. Tests drive `step` on a
+//! how long to sleep; [`Worker::run`] loops it on a real clock until its [`Stopper`] is
+//! used (the token left the configuration). Tests drive `step` on a
 //! fake clock, so hours of lease run in microseconds. Sleeping uses the monotonic clock,
 //! so a wall-clock jump moves no renewal; the wall clock only stamps exported timestamps.
 
@@ -99,6 +100,21 @@ enum Phase {
     Stopped,
 }
 
+/// Stops one worker: sets its flag and rings its doorbell, so a sleeping worker ends at
+/// once and a worker inside a Vault call ends when the call returns (its timeout at most).
+#[derive(Clone, Debug)]
+pub struct Stopper {
+    stopped: Arc<AtomicBool>,
+    wakeup: Arc<Wakeup>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.wakeup.wake();
+    }
+}
+
 /// Keeps one token alive.
 pub struct Worker {
     api: Arc<dyn VaultApi>,
@@ -106,6 +122,7 @@ pub struct Worker {
     state: Arc<TokenState>,
     clock: Arc<dyn Clock>,
     wakeup: Arc<Wakeup>,
+    stopped: Arc<AtomicBool>,
     settings: RenewSettings,
     jitter: Jitter,
     phase: Phase,
@@ -139,6 +156,7 @@ impl Worker {
             state,
             clock,
             wakeup: Arc::new(Wakeup::default()),
+            stopped: Arc::new(AtomicBool::new(false)),
             settings,
             jitter: Jitter::new(seed),
             phase: Phase::ReadSource,
@@ -158,15 +176,29 @@ impl Worker {
         self.wakeup.clone()
     }
 
-    /// Runs until `stop` is set (then woken), on this thread.
-    pub fn run(mut self, stop: Arc<AtomicBool>) {
+    /// The handle that ends [`Worker::run`].
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stopped: self.stopped.clone(),
+            wakeup: self.wakeup.clone(),
+        }
+    }
+
+    /// Runs on this thread until stopped. `before_long_sleep` runs before each sleep of
+    /// `long` or more (or without end): the shell gives the thread's idle stack pages back
+    /// there, not before short retry waits, where the next attempt would touch them again.
+    pub fn run(mut self, long: Duration, mut before_long_sleep: impl FnMut()) {
+        let stopped = self.stopped.clone();
         loop {
             let sleep = self.step();
-            if stop.load(Ordering::Relaxed) {
+            if stopped.load(Ordering::Relaxed) {
                 return;
             }
+            if sleep.is_none_or(|until| until >= self.clock.monotonic() + long) {
+                before_long_sleep();
+            }
             let woken = self.clock.sleep_until(sleep, &self.wakeup);
-            if stop.load(Ordering::Relaxed) {
+            if stopped.load(Ordering::Relaxed) {
                 return;
             }
             if woken {
@@ -203,13 +235,16 @@ impl Worker {
             Ok(token) if Some(&token) != self.token.as_ref() => {
                 info!(
                     "vault token changed in its source, looking it up vault={}",
-                    self.state.vault
+                    crate::logfmt::Value(&self.state.vault)
                 );
                 self.adopt(token);
             }
             Ok(_) => {
                 if self.missing_file_warned {
-                    info!("token file is back vault={}", self.state.vault);
+                    info!(
+                        "token file is back vault={}",
+                        crate::logfmt::Value(&self.state.vault)
+                    );
                     self.missing_file_warned = false;
                 }
             }
@@ -273,7 +308,7 @@ impl Worker {
         self.expiry_logged = true;
         error!(
             "vault token expired vault={}; rotate the token",
-            self.state.vault
+            crate::logfmt::Value(&self.state.vault)
         );
         if self.phase != Phase::Stopped || self.due.is_some() {
             self.stop(TokenStatus::Expired, None);
@@ -295,7 +330,7 @@ impl Worker {
         let delay = self.retry_delay(None);
         error!(
             "vault token renewal failed vault={} reason={}: {e}; retrying in {}",
-            self.state.vault,
+            crate::logfmt::Value(&self.state.vault),
             Reason::TokenSource.as_str(),
             seconds(delay)
         );
@@ -318,7 +353,7 @@ impl Worker {
                 if self.token.as_ref() != Some(&token) {
                     info!(
                         "vault token changed in its source, looking it up vault={}",
-                        self.state.vault
+                        crate::logfmt::Value(&self.state.vault)
                     );
                     self.adopt(token);
                     return None;
@@ -330,7 +365,7 @@ impl Worker {
                     self.missing_file_warned = true;
                     warn!(
                         "{e}; renewing with the token in memory until it is back vault={}",
-                        self.state.vault
+                        crate::logfmt::Value(&self.state.vault)
                     );
                 }
             }
@@ -367,7 +402,7 @@ impl Worker {
             self.state.expiry.clear();
             info!(
                 "vault token never expires, nothing to renew vault={}",
-                self.state.vault
+                crate::logfmt::Value(&self.state.vault)
             );
             return self.stop(TokenStatus::NeverExpires, None);
         }
@@ -383,7 +418,7 @@ impl Worker {
         let delay = renewal_delay(Duration::from_secs(lookup.ttl), self.jitter.next_unit());
         debug!(
             "vault token looked up vault={} ttl={}s, renewing in {}",
-            self.state.vault,
+            crate::logfmt::Value(&self.state.vault),
             lookup.ttl,
             seconds(delay)
         );
@@ -406,7 +441,7 @@ impl Worker {
             self.state.count(Outcome::NotRenewable);
             warn!(
                 "vault token is not renewable vault={}: {why}; it dies at its expiry, rotate the token",
-                self.state.vault
+                crate::logfmt::Value(&self.state.vault)
             );
         }
     }
@@ -442,7 +477,7 @@ impl Worker {
             self.state.set_capped(true);
             warn!(
                 "vault token reached its max TTL vault={}: renewals no longer extend it and it expires in {}s; rotate the token",
-                self.state.vault, renewal.lease_duration
+                crate::logfmt::Value(&self.state.vault), renewal.lease_duration
             );
             return self.stop(TokenStatus::Capped, None);
         }
@@ -452,7 +487,7 @@ impl Worker {
         );
         debug!(
             "vault token renewed vault={} lease={}s, next in {}",
-            self.state.vault,
+            crate::logfmt::Value(&self.state.vault),
             renewal.lease_duration,
             seconds(delay)
         );
@@ -467,7 +502,8 @@ impl Worker {
             }
         }
         let reason = e.reason();
-        let vault = self.state.vault.clone();
+        let state = self.state.clone();
+        let vault = crate::logfmt::Value(&state.vault);
         // State first, counter second: a scrape that sees the count sees the state too.
         if e.is_fatal_for_token() {
             self.stop(TokenStatus::Invalid, Some(self.settings.invalid_recheck));

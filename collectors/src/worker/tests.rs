@@ -688,3 +688,42 @@ fn a_missing_token_file_before_any_token_is_a_token_source_failure() {
     assert_eq!(s.status, TokenStatus::Unknown);
     assert!(vault.calls("lookup").is_empty());
 }
+
+#[test]
+fn a_stopped_worker_ends_at_once_even_in_a_long_sleep() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+    let api = ScriptedVault::new(
+        Arc::new(FakeClock::default()),
+        |_| Ok(service(3600)),
+        |_| Ok(granted(3600)),
+    );
+    let state = Arc::new(TokenState::new("prod"));
+    let worker = Worker::new(
+        api.clone(),
+        TokenSource::Value(Token::new("hvs.X").unwrap()),
+        state.clone(),
+        clock,
+        RenewSettings::default(),
+    );
+    let stopper = worker.stopper();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (idle_tx, idle_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        worker.run(Duration::from_secs(10), || {
+            let _ = idle_tx.send(());
+        });
+        done_tx.send(()).unwrap();
+    });
+    // Looked up, now asleep for half an hour: the long sleep is announced first.
+    idle_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("before_long_sleep runs before the long sleep");
+    assert_eq!(state.status(), TokenStatus::Renewing);
+    let asked = std::time::Instant::now();
+    stopper.stop();
+    done_rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the worker ends when stopped");
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    assert_eq!(api.calls("renew").len(), 0, "no renewal after the stop");
+}
