@@ -25,6 +25,8 @@ fn main() -> ExitCode {
 fn run() -> Result<(), Exit> {
     let cli = cli::parse(std::env::args_os());
     logging::init(cli.log_level, cli.log_format);
+    let reload_target =
+        signals::install().map_err(|e| Exit(1, format!("cannot handle signals: {e}")))?;
     let config_error = |e: config::ConfigError| Exit(2, e.to_string());
     let web = match &cli.web_config_file {
         Some(path) => Some(read_web_config(path).map_err(config_error)?),
@@ -129,8 +131,7 @@ fn run() -> Result<(), Exit> {
         *authorize.write().unwrap_or_else(|e| e.into_inner()) = web.authorize;
     }));
     let reloader = Arc::new(reloader);
-    signals::install(reloader.clone())
-        .map_err(|e| Exit(1, format!("cannot handle signals: {e}")))?;
+    let _ = reload_target.set(reloader.clone());
     if cli.enable_lifecycle {
         // POST /-/reload calls `reloader.reload()`: wired by the HTTP gate.
         log::debug!("lifecycle endpoints enabled");

@@ -5,7 +5,7 @@
 //! that none kills the renewer silently. (SIGPIPE is ignored by the Rust runtime itself:
 //! a client that hangs up is a write error, not a signal.)
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -27,8 +27,14 @@ const IGNORED: &[i32] = &[
     libc::SIGXFSZ,
 ];
 
-/// Installs the handlers; `reloader` answers SIGHUP. Returns at once.
-pub fn install(reloader: Arc<Reloader>) -> std::io::Result<()> {
+/// Who answers SIGHUP, once the configuration is loaded.
+pub type ReloadTarget = Arc<OnceLock<Arc<Reloader>>>;
+
+/// Installs the handlers, first thing (a signal before them would end the process);
+/// SIGHUP goes to the reloader once it is set in the returned cell. Returns at once.
+pub fn install() -> std::io::Result<ReloadTarget> {
+    let target: ReloadTarget = Arc::default();
+    let reloader = target.clone();
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP].iter().chain(IGNORED))?;
     std::thread::Builder::new()
         .name("signals".into())
@@ -41,14 +47,19 @@ pub fn install(reloader: Arc<Reloader>) -> std::io::Result<()> {
                         log::info!("received {name}, shutting down");
                         std::process::exit(0);
                     }
-                    SIGHUP => {
-                        log::info!("received {name}, reloading the configuration");
-                        // The outcome is logged and exported by the reloader.
-                        let _ = reloader.reload();
-                    }
+                    SIGHUP => match reloader.get() {
+                        Some(reloader) => {
+                            log::info!("received {name}, reloading the configuration");
+                            // The outcome is logged and exported by the reloader.
+                            let _ = reloader.reload();
+                        }
+                        None => log::info!(
+                            "received {name} while the configuration is being loaded, ignored"
+                        ),
+                    },
                     _ => log::warn!("received {name}, ignored (SIGHUP reloads, SIGTERM stops)"),
                 }
             }
         })?;
-    Ok(())
+    Ok(target)
 }

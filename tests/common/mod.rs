@@ -254,6 +254,8 @@ impl Exporter {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
+                    // The address ends the text line; in a JSON line a quote follows it.
+                    let addr = addr.split(['"', ' ']).next().unwrap_or_default();
                     let _ = tx.send(addr.trim().to_owned());
                 }
                 let mut log = log_writer.lock().unwrap();
