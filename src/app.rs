@@ -282,3 +282,52 @@ mod stack {
         pub fn release_unused(&self) {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use collectors::client::TlsSettings;
+    use collectors::secret::Token;
+    use collectors::source::TokenSource;
+
+    fn entry(name: &str) -> TokenConfig {
+        TokenConfig {
+            name: name.into(),
+            // Nothing listens on port 1: the workers fail fast and back off.
+            address: "http://127.0.0.1:1".into(),
+            namespace: None,
+            source: TokenSource::Value(Token::new("hvs.TEST").unwrap()),
+            tls: TlsSettings::default(),
+            timeout: Duration::from_secs(1),
+            renew: Default::default(),
+        }
+    }
+
+    fn names(set: &TokenSet) -> Vec<String> {
+        set.current().iter().map(|t| t.vault.clone()).collect()
+    }
+
+    #[test]
+    fn apply_keeps_equal_entries_and_changes_nothing_on_an_error() {
+        let set = TokenSet::default();
+        let mut workers = Workers::new(set.clone()).unwrap();
+        let change = workers.apply(vec![entry("a"), entry("b")]).unwrap();
+        assert_eq!((change.kept, change.started, change.stopped), (0, 2, 0));
+        let a = set.current()[0].clone();
+
+        let mut moved = entry("b");
+        moved.address = "http://127.0.0.1:2".into();
+        let change = workers.apply(vec![entry("c"), entry("a"), moved]).unwrap();
+        assert_eq!((change.kept, change.started, change.stopped), (1, 2, 1));
+        assert_eq!(names(&set), ["c", "a", "b"], "configuration order");
+        assert!(Arc::ptr_eq(&set.current()[1], &a), "a kept its state");
+
+        let mut broken = entry("d");
+        broken.tls.ca_file = Some("/nonexistent/ca.pem".into());
+        let before = set.current();
+        let err = workers.apply(vec![entry("a"), broken]).unwrap_err();
+        assert!(err.to_string().contains("\"d\""), "{err}");
+        assert!(Arc::ptr_eq(&before, &set.current()), "nothing changed");
+        assert_eq!(workers.len(), 3);
+    }
+}
