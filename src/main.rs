@@ -69,20 +69,6 @@ fn run() -> Result<(), Exit> {
     let listener = server::bind(&cli.listen_address)
         .map_err(|e| Exit(1, format!("cannot listen on {}: {e}", cli.listen_address)))?;
     let address = listener.local_addr().map_err(|e| Exit(1, e.to_string()))?;
-    log::info!("listening on {address}");
-    if demo.is_some() {
-        // `[::]:9846` is where we listen, not an address to scrape.
-        let target = if address.ip().is_unspecified() {
-            format!("localhost:{}", address.port())
-        } else {
-            address.to_string()
-        };
-        log::info!(
-            "demo: point Prometheus at http://{target}{} (static_configs: targets: ['{target}'])",
-            cli.telemetry_path
-        );
-    }
-
     let context = CollectorContext {
         tokens: TokenSet::default(),
         config: Arc::new(ConfigStatus::default()),
@@ -138,6 +124,22 @@ fn run() -> Result<(), Exit> {
     }
     ready.store(true, Ordering::Relaxed);
     log::info!("renewing {} vault token(s)", reloader.tokens());
+    // Said once ready, so that whoever waits for this line finds /-/ready answering 200;
+    // the port answers (/-/healthy, /-/ready 503) from the bind on.
+    log::info!("listening on {address}");
+    if demo.is_some() {
+        // `[::]:9846` is where we listen, not an address to scrape.
+        let target = if address.ip().is_unspecified() {
+            format!("localhost:{}", address.port())
+        } else {
+            address.to_string()
+        };
+        log::info!(
+            "demo: point Prometheus at http://{target}{} (static_configs: targets: ['{target}'])",
+            cli.telemetry_path
+        );
+    }
+
     match http.join() {
         Ok(Ok(never)) => match never {},
         Ok(Err(e)) => Err(Exit(1, format!("cannot serve HTTP: {e}"))),
