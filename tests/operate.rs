@@ -237,10 +237,49 @@ fn an_invalid_config_on_reload_changes_nothing() {
 }
 
 #[test]
+fn basic_auth_users_follow_a_reload() {
+    let dir = temp_dir("op-web-reload");
+    let web = dir.join("web.yml");
+    let users = |user: &str| {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        format!("basic_auth_users:\n  {user}: '{hash}'\n")
+    };
+    std::fs::write(&web, users("alice")).unwrap();
+    let yaml = format!(
+        "vaults:\n{}",
+        file_entry("prod", "http://127.0.0.1:1", &dir.join("missing.token"), "")
+    );
+    let config = dir.join("config.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let exporter = Exporter::start_in(
+        dir.clone(),
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--web.config.file={}", web.display()),
+        ],
+        &[],
+    );
+    // alice:pw and bob:pw in base64.
+    let get = |credentials: &str| {
+        http_request(
+            exporter.addr,
+            &format!("GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Basic {credentials}\r\n\r\n"),
+        )
+        .0
+    };
+    let (alice, bob) = ("YWxpY2U6cHc=", "Ym9iOnB3");
+    assert_eq!((get(alice), get(bob)), (200, 401));
+    std::fs::write(&web, users("bob")).unwrap();
+    let log = reload_by_sighup(&exporter, 1);
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert_eq!((get(alice), get(bob)), (401, 200), "the new users, at once");
+}
+
+#[test]
 fn no_signal_but_sigterm_sigint_and_sigquit_ends_the_process() {
     let double = VaultDouble::start();
     let token = double.add_token(TokenSpec::service(3600));
-    let dir = temp_dir("op-signals");
+    let dir = temp_dir("op-signals-token");
     let token_path = dir.join("prod.token");
     write_token(&token_path, &token);
     let mut exporter = Exporter::with_config(
