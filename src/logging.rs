@@ -41,21 +41,21 @@ pub fn init(level: Option<LevelFilter>, format: LogFormat) {
     if format == LogFormat::Json {
         builder.format(|out, record| {
             let message = record.args().to_string();
-            let mut line = serde_json::Map::new();
-            let ts = out.timestamp_millis().to_string();
-            line.insert("ts".into(), ts.into());
-            line.insert(
-                "level".into(),
-                record.level().as_str().to_lowercase().into(),
+            // Written field by field to keep the order readers expect: time, level, who,
+            // the token's fields, the message. Every value is escaped by serde_json.
+            let quoted = |v: &str| serde_json::Value::from(v).to_string();
+            let mut line = format!(
+                "{{\"ts\":{},\"level\":{},\"target\":{}",
+                quoted(&out.timestamp_millis().to_string()),
+                quoted(&record.level().as_str().to_lowercase()),
+                quoted(record.target()),
             );
-            line.insert("target".into(), record.target().into());
             for key in ["vault", "reason"] {
                 if let Some(value) = logfmt::field(&message, key) {
-                    line.insert(key.into(), value.into());
+                    line.push_str(&format!(",\"{key}\":{}", quoted(&value)));
                 }
             }
-            line.insert("msg".into(), message.into());
-            writeln!(out, "{}", serde_json::Value::Object(line))
+            writeln!(out, "{line},\"msg\":{}}}", quoted(&message))
         });
     }
     let _ = builder.try_init();
