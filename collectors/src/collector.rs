@@ -427,6 +427,35 @@ mod tests {
     }
 
     #[test]
+    fn the_reload_gauges_follow_the_config_status() {
+        let status = Arc::new(ConfigStatus::default());
+        let exporter = || {
+            Collectors::from_parts(vec![(
+                "exporter",
+                Box::new(ExporterInfo(status.clone())) as Box<dyn Collect>,
+            )])
+        };
+        let text = direct(&exporter());
+        assert!(text.contains("vault_token_exporter_config_last_reload_successful 0\n"));
+        assert!(
+            !text.contains("_success_timestamp_seconds"),
+            "absent before a load"
+        );
+        status.loaded(1234.5);
+        status.failed();
+        let text = direct(&exporter());
+        assert!(text.contains("vault_token_exporter_config_last_reload_successful 0\n"));
+        assert!(text.contains(
+            "vault_token_exporter_config_last_reload_success_timestamp_seconds 1234.5\n"
+        ));
+        status.loaded(2000.0);
+        let text = direct(&exporter());
+        assert!(text.contains("vault_token_exporter_config_last_reload_successful 1\n"));
+        assert!(text.contains("_success_timestamp_seconds 2000\n"), "{text}");
+        assert!(text.contains(&format!("revision=\"{}\"", build::REVISION)));
+    }
+
+    #[test]
     fn collector_names_are_unique() {
         let mut names: Vec<_> = COLLECTORS.iter().map(|c| c.name).collect();
         names.sort();
