@@ -390,6 +390,41 @@ fn config_check_validates_without_the_network() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
+/// The fields of `struct NAME` in the config loader's source: the keys a config may have.
+fn config_keys(source: &str, name: &str) -> Vec<String> {
+    let start = source
+        .find(&format!("struct {name} {{"))
+        .unwrap_or_else(|| panic!("struct {name} in src/config.rs"));
+    let body = &source[start..];
+    let body = &body[..body.find("\n}").unwrap()];
+    body.lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with("//"))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, _)| k.trim_start_matches("pub ").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_example_config_shows_every_key() {
+    let source = std::fs::read_to_string(repo().join("src/config.rs")).unwrap();
+    let example = std::fs::read_to_string(repo().join("examples/config.yml")).unwrap();
+    let shown = |key: &str| {
+        example.lines().any(|l| {
+            let l = l.trim_start_matches([' ', '#', '-']);
+            l.starts_with(&format!("{key}:"))
+        })
+    };
+    let mut keys = config_keys(&source, "VaultEntry");
+    keys.extend(config_keys(&source, "TlsEntry"));
+    assert!(keys.len() >= 15, "found the loader's keys: {keys:?}");
+    let missing: Vec<&String> = keys.iter().filter(|k| !shown(k)).collect();
+    assert!(missing.is_empty(), "examples/config.yml lacks {missing:?}");
+}
+
 #[test]
 fn the_check_command_looks_every_token_up_once_and_renews_none() {
     let double = VaultDouble::start();
