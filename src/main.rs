@@ -119,7 +119,8 @@ fn run() -> Result<(), Exit> {
     let reloader = Arc::new(reloader);
     let _ = reload_target.set(reloader.clone());
     if cli.enable_lifecycle {
-        // POST /-/reload calls `reloader.reload()`: wired by the HTTP gate.
+        // POST /-/reload answers with reload::answer_reload(&reload_target): the HTTP
+        // gate routes it.
         log::debug!("lifecycle endpoints enabled");
     }
     ready.store(true, Ordering::Relaxed);

@@ -9,7 +9,7 @@
 //! [`crate::app::Workers::apply`]) and the new web config goes to whoever serves HTTP.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use collectors::collector::{ConfigStatus, TokenSet};
 use collectors::worker::unix_now;
@@ -130,5 +130,53 @@ impl Reloader {
                 Err(e)
             }
         }
+    }
+}
+
+/// The reloader, once the configuration is loaded: SIGHUP and `POST /-/reload` can
+/// arrive before (the signal handlers and the server start first).
+pub type ReloadTarget = Arc<OnceLock<Arc<Reloader>>>;
+
+/// The answer to `POST /-/reload` (with `--web.enable-lifecycle`): status and body, as
+/// Prometheus answers it (200, or 500 with the reason; 503 while still starting).
+pub fn answer_reload(target: &ReloadTarget) -> (u16, String) {
+    match target.get() {
+        None => (503, "the configuration is still being loaded\n".into()),
+        Some(reloader) => match reloader.reload() {
+            Ok(_) => (200, "configuration reloaded\n".into()),
+            Err(e) => (500, format!("failed to reload config: {e}\n")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_reload_answers_as_prometheus_does() {
+        let target = ReloadTarget::default();
+        assert_eq!(answer_reload(&target).0, 503, "before the first load");
+        let dir = std::env::temp_dir().join(format!("vte-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yml");
+        let yaml =
+            "vaults:\n  - name: a\n    address: http://127.0.0.1:1\n    token_file: /nonexistent\n";
+        std::fs::write(&path, yaml).unwrap();
+        let source = Source::File(path.clone());
+        let tokens = source.load().unwrap();
+        let status = Arc::new(ConfigStatus::default());
+        let reloader = Reloader::start(source, tokens, None, TokenSet::default(), status.clone());
+        let _ = target.set(Arc::new(reloader.unwrap()));
+        assert_eq!(
+            answer_reload(&target),
+            (200, "configuration reloaded\n".into())
+        );
+        std::fs::write(&path, "vaults: [\n").unwrap();
+        let (code, body) = answer_reload(&target);
+        assert_eq!(code, 500);
+        assert!(body.contains("config.yml"), "{body}");
+        assert!(!status.successful());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

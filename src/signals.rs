@@ -5,13 +5,13 @@
 //! that none kills the renewer silently. (SIGPIPE is ignored by the Rust runtime itself:
 //! a client that hangs up is a write error, not a signal.)
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 use signal_hook::low_level::signal_name;
 
-use crate::reload::Reloader;
+use crate::reload::ReloadTarget;
 
 /// Catchable signals that would otherwise end the process without a word.
 const IGNORED: &[i32] = &[
@@ -26,9 +26,6 @@ const IGNORED: &[i32] = &[
     libc::SIGXCPU,
     libc::SIGXFSZ,
 ];
-
-/// Who answers SIGHUP, once the configuration is loaded.
-pub type ReloadTarget = Arc<OnceLock<Arc<Reloader>>>;
 
 /// Installs the handlers, first thing (a signal before them would end the process);
 /// SIGHUP goes to the reloader once it is set in the returned cell. Returns at once.
