@@ -1,13 +1,22 @@
 //! Turns the configuration into running workers: one Vault client per token (sharing one
 //! agent per TLS setting), one std thread per token, one watcher for all token files.
+//!
+//! [`Workers`] is the running set. [`Workers::apply`] moves it to a new configuration
+//! (start-up and every reload): entries equal to a running one keep their worker, state
+//! and counters; removed ones are stopped and leave the exported set; new ones start.
+//! Every new client is built before anything changes, so a configuration with an
+//! unusable TLS file changes nothing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use collectors::client::{Agents, VaultClient};
+use collectors::collector::TokenSet;
+use collectors::logfmt::Value;
 use collectors::source::loose_permissions_warning;
 use collectors::state::TokenState;
-use collectors::worker::{Clock, SystemClock, Worker};
+use collectors::watch::{FileWatcher, Wakeup};
+use collectors::worker::{Clock, Stopper, SystemClock, Worker};
 
 use crate::config::{ConfigError, TokenConfig};
 
@@ -28,106 +37,175 @@ const MALLOC_ARENAS: i32 = 2;
 /// is a fraction of a millisecond at 1000 tokens.
 const MALLOC_MMAP_THRESHOLD: i32 = 64 * 1024;
 
-/// Workers built and ready to start.
-pub struct Prepared {
-    workers: Vec<Worker>,
-    clock: Arc<dyn Clock>,
-    watched: Vec<(std::path::PathBuf, Arc<collectors::watch::Wakeup>)>,
-    /// The state of every token, in configuration order.
-    pub states: Vec<Arc<TokenState>>,
+/// A call goes deep (the resolver, the HTTP client, the JSON parser: about 24 KiB of
+/// stack) and then the worker sleeps for half a lease: without a release, every idle
+/// worker keeps those pages, 24 MiB per thousand tokens. Only before sleeps at least this
+/// long: each release costs the other cores a TLB flush, and a worker retrying every
+/// second would touch the same pages again at once.
+const RELEASE_AFTER: Duration = Duration::from_secs(10);
+
+/// One configured token with its running worker.
+struct Running {
+    config: TokenConfig,
+    state: Arc<TokenState>,
+    stopper: Stopper,
+    wakeup: Arc<Wakeup>,
 }
 
-/// Builds every client and worker; fails (exit 2) on an unusable TLS setting before
-/// anything starts.
-pub fn prepare(tokens: Vec<TokenConfig>) -> Result<Prepared, ConfigError> {
+/// The running workers, and the token set the collectors export.
+pub struct Workers {
+    clock: Arc<dyn Clock>,
+    watcher: FileWatcher,
+    tokens: TokenSet,
+    running: Vec<Running>,
+}
+
+/// What [`Workers::apply`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Change {
+    pub kept: usize,
+    pub started: usize,
+    pub stopped: usize,
+}
+
+/// Builds the client of every entry: fails (exit 2 at start-up, a failed reload later)
+/// on an unusable TLS setting. Makes no network call.
+pub fn check_clients(tokens: &[TokenConfig]) -> Result<(), ConfigError> {
     let agents = Agents::default();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-    let mut prepared = Prepared {
-        workers: Vec::with_capacity(tokens.len()),
-        clock: clock.clone(),
-        watched: Vec::new(),
-        states: Vec::with_capacity(tokens.len()),
-    };
-    for token in tokens {
-        let agent = agents
-            .get(&token.tls)
-            .map_err(|e| ConfigError(format!("vault {:?}: tls: {e}", token.name)))?;
-        if token.tls.insecure_skip_verify {
-            log::warn!(
-                "TLS certificate verification is disabled for vault={}: anyone on the path can read its token",
-                token.name
+    tokens.iter().try_for_each(|t| client(&agents, t).map(drop))
+}
+
+pub(crate) fn client(agents: &Agents, token: &TokenConfig) -> Result<VaultClient, ConfigError> {
+    let agent = agents
+        .get(&token.tls)
+        .map_err(|e| ConfigError(format!("vault {:?}: tls: {e}", token.name)))?;
+    Ok(VaultClient::new(
+        agent,
+        &token.address,
+        token.namespace.clone(),
+        token.timeout,
+    ))
+}
+
+impl Workers {
+    /// No workers yet; starts the file watcher.
+    pub fn new(tokens: TokenSet) -> std::io::Result<Workers> {
+        limit_malloc_arenas();
+        Ok(Workers {
+            clock: Arc::new(SystemClock::default()),
+            watcher: collectors::watch::spawn_file_watcher(Vec::new())?,
+            tokens,
+            running: Vec::new(),
+        })
+    }
+
+    /// Moves to `config`. On an error nothing has changed.
+    pub fn apply(&mut self, config: Vec<TokenConfig>) -> Result<Change, ConfigError> {
+        // Build every new worker first: a bad TLS file in one entry changes nothing.
+        let agents = Agents::default();
+        let mut next: Vec<Result<usize, Running>> = Vec::with_capacity(config.len());
+        let mut workers = Vec::new();
+        for token in config {
+            if let Some(i) = self.running.iter().position(|r| r.config == token) {
+                next.push(Ok(i));
+                continue;
+            }
+            let state = Arc::new(TokenState::new(token.name.clone()));
+            let worker = Worker::new(
+                Arc::new(client(&agents, &token)?),
+                token.source.clone(),
+                state.clone(),
+                self.clock.clone(),
+                token.renew.clone(),
+            );
+            next.push(Err(Running {
+                state,
+                stopper: worker.stopper(),
+                wakeup: worker.wakeup(),
+                config: token,
+            }));
+            workers.push(worker);
+        }
+        let mut old: Vec<Option<Running>> = self.running.drain(..).map(Some).collect();
+        let mut change = Change::default();
+        let mut running = Vec::with_capacity(next.len());
+        let mut watched = Vec::new();
+        for entry in next {
+            match entry {
+                Ok(i) => {
+                    change.kept += 1;
+                    running.push(old[i].take().expect("an entry is kept once"));
+                }
+                Err(new) => {
+                    announce(&new.config);
+                    if let Some(path) = new.config.source.path() {
+                        watched.push((path.to_owned(), new.wakeup.clone()));
+                    }
+                    running.push(new);
+                }
+            }
+        }
+        let removed: Vec<Running> = old.into_iter().flatten().collect();
+        for r in &removed {
+            r.stopper.stop();
+            log::info!(
+                "vault token removed from the configuration, worker stopped vault={}",
+                Value(&r.config.name)
             );
         }
-        let client = VaultClient::new(
-            agent,
-            &token.address,
-            token.namespace.clone(),
-            token.timeout,
-        );
-        let state = Arc::new(TokenState::new(token.name.clone()));
-        let worker = Worker::new(
-            Arc::new(client),
-            token.source.clone(),
-            state.clone(),
-            clock.clone(),
-            token.renew.clone(),
-        );
-        if let Some(path) = token.source.path() {
-            if let Some(warning) = loose_permissions_warning(path) {
-                log::warn!("{warning} vault={}", token.name);
-            }
-            prepared.watched.push((path.to_owned(), worker.wakeup()));
+        change.stopped = removed.len();
+        self.watcher
+            .remove(removed.iter().map(|r| r.wakeup.clone()).collect());
+        self.tokens
+            .replace(running.iter().map(|r| r.state.clone()).collect());
+        self.running = running;
+        change.started = workers.len();
+        for worker in workers {
+            spawn(worker)
+                .map_err(|e| ConfigError(format!("cannot start a renewal worker: {e}")))?;
         }
-        prepared.states.push(state);
-        prepared.workers.push(worker);
+        self.watcher.add(watched);
+        Ok(change)
     }
-    Ok(prepared)
-}
 
-impl Prepared {
-    /// Starts every worker thread and the file watcher; returns at once.
-    pub fn start(self, stop: Arc<AtomicBool>) -> std::io::Result<()> {
-        limit_malloc_arenas();
-        for worker in self.workers {
-            let (stop, clock) = (stop.clone(), self.clock.clone());
-            std::thread::Builder::new()
-                .name("renew".into())
-                .stack_size(WORKER_STACK)
-                .spawn(move || run_worker(worker, clock.as_ref(), &stop))?;
-        }
-        collectors::watch::spawn_file_watcher(self.watched)
+    /// The number of running workers.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
     }
 }
 
-/// [`Worker::run`]'s loop, giving the stack pages a Vault call touched back to the kernel
-/// before each sleep. A call goes deep (the resolver, the HTTP client, the JSON parser:
-/// about 24 KiB of stack) and then the worker sleeps for half a lease: without this,
-/// every idle worker keeps those pages, 24 MiB per thousand tokens.
-/// Sleeps at least this long give their stack pages back first.
-const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn run_worker(mut worker: Worker, clock: &dyn Clock, stop: &AtomicBool) {
-    let wakeup = worker.wakeup();
-    let stack = stack::ThreadStack::current();
-    loop {
-        let sleep = worker.step();
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        // Only before a long sleep: each release costs the other cores a TLB flush, and a
-        // worker retrying every second would touch the same pages again at once.
-        let long_sleep = sleep.is_none_or(|until| until >= clock.monotonic() + RELEASE_AFTER);
-        if let (Some(stack), true) = (&stack, long_sleep) {
-            stack.release_unused();
-        }
-        let woken = clock.sleep_until(sleep, &wakeup);
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        if woken {
-            worker.on_source_changed();
-        }
+/// Logs what an operator should know about a new entry.
+fn announce(config: &TokenConfig) {
+    let name = Value(&config.name);
+    if config.tls.insecure_skip_verify {
+        log::warn!(
+            "TLS certificate verification is disabled for vault={name}: anyone on the path can read its token"
+        );
     }
+    if let Some(warning) = config.source.path().and_then(loose_permissions_warning) {
+        log::warn!("{warning} vault={name}");
+    }
+}
+
+/// Runs `worker` on its own small-stacked thread, giving idle stack pages back before
+/// each long sleep.
+fn spawn(worker: Worker) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("renew".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || {
+            let stack = stack::ThreadStack::current();
+            worker.run(RELEASE_AFTER, || {
+                if let Some(stack) = &stack {
+                    stack.release_unused();
+                }
+            });
+        })?;
+    Ok(())
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -202,5 +280,54 @@ mod stack {
             None
         }
         pub fn release_unused(&self) {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use collectors::client::TlsSettings;
+    use collectors::secret::Token;
+    use collectors::source::TokenSource;
+
+    fn entry(name: &str) -> TokenConfig {
+        TokenConfig {
+            name: name.into(),
+            // Nothing listens on port 1: the workers fail fast and back off.
+            address: "http://127.0.0.1:1".into(),
+            namespace: None,
+            source: TokenSource::Value(Token::new("hvs.TEST").unwrap()),
+            tls: TlsSettings::default(),
+            timeout: Duration::from_secs(1),
+            renew: Default::default(),
+        }
+    }
+
+    fn names(set: &TokenSet) -> Vec<String> {
+        set.current().iter().map(|t| t.vault.clone()).collect()
+    }
+
+    #[test]
+    fn apply_keeps_equal_entries_and_changes_nothing_on_an_error() {
+        let set = TokenSet::default();
+        let mut workers = Workers::new(set.clone()).unwrap();
+        let change = workers.apply(vec![entry("a"), entry("b")]).unwrap();
+        assert_eq!((change.kept, change.started, change.stopped), (0, 2, 0));
+        let a = set.current()[0].clone();
+
+        let mut moved = entry("b");
+        moved.address = "http://127.0.0.1:2".into();
+        let change = workers.apply(vec![entry("c"), entry("a"), moved]).unwrap();
+        assert_eq!((change.kept, change.started, change.stopped), (1, 2, 1));
+        assert_eq!(names(&set), ["c", "a", "b"], "configuration order");
+        assert!(Arc::ptr_eq(&set.current()[1], &a), "a kept its state");
+
+        let mut broken = entry("d");
+        broken.tls.ca_file = Some("/nonexistent/ca.pem".into());
+        let before = set.current();
+        let err = workers.apply(vec![entry("a"), broken]).unwrap_err();
+        assert!(err.to_string().contains("\"d\""), "{err}");
+        assert!(Arc::ptr_eq(&before, &set.current()), "nothing changed");
+        assert_eq!(workers.len(), 3);
     }
 }

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, Command};
-use collectors::collector::COLLECTORS;
+use collectors::collector::{build, COLLECTORS};
+
+use crate::logging::LogFormat;
 
 /// The parsed command line.
 #[derive(Clone, Debug)]
@@ -16,12 +18,29 @@ pub struct Cli {
     pub collectors: Vec<&'static str>,
     /// `--log.level`, when given.
     pub log_level: Option<log::LevelFilter>,
+    pub log_format: LogFormat,
     pub demo: bool,
+    /// `--config.check`: validate the config and web config files, then exit.
+    pub config_check: bool,
+    /// `--web.enable-lifecycle`: `POST /-/reload` reloads the configuration.
+    pub enable_lifecycle: bool,
+    /// `check`: look every token up once, print its state, exit.
+    pub check: bool,
+}
+
+/// `--version`: the version, and what it was built from.
+fn version() -> String {
+    format!(
+        "{} (revision {}, {})",
+        build::VERSION,
+        build::REVISION,
+        build::RUSTC_VERSION
+    )
 }
 
 fn command() -> Command {
     let mut cmd = Command::new("vault-token-exporter")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(version())
         .about("Keeps HashiCorp Vault tokens alive and exports when they will die, for Prometheus.")
         .after_help(
             "Without --config.file, watches one token named `default` configured as the Vault CLI is: \
@@ -33,7 +52,14 @@ fn command() -> Command {
                 .long("config.file")
                 .value_name("PATH")
                 .value_parser(clap::value_parser!(PathBuf))
+                .global(true)
                 .help("YAML file listing the Vaults and tokens to watch"),
+        )
+        .arg(
+            Arg::new("config.check")
+                .long("config.check")
+                .action(ArgAction::SetTrue)
+                .help("Check the config file and web config file (no network), print the outcome and exit: 0 if valid, 2 if not"),
         )
         .arg(
             Arg::new("web.listen-address")
@@ -57,11 +83,31 @@ fn command() -> Command {
                 .help("exporter-toolkit web config file: TLS and basic auth"),
         )
         .arg(
+            Arg::new("web.enable-lifecycle")
+                .long("web.enable-lifecycle")
+                .action(ArgAction::SetTrue)
+                .help("Enable POST /-/reload, which reloads the configuration as SIGHUP does"),
+        )
+        .arg(
             Arg::new("log.level")
                 .long("log.level")
                 .value_name("LEVEL")
                 .value_parser(["error", "warn", "info", "debug", "trace"])
+                .global(true)
                 .help("Only log messages with the given severity or above [default: info; RUST_LOG applies when not given]"),
+        )
+        .arg(
+            Arg::new("log.format")
+                .long("log.format")
+                .value_name("FORMAT")
+                .value_parser(["logfmt", "json"])
+                .default_value("logfmt")
+                .global(true)
+                .help("Output format of log messages: logfmt (text) or json (one object per line)"),
+        )
+        .subcommand(
+            Command::new("check")
+                .about("Look every configured token up once (no renewal) and print its state; exit 0 if every token is renewing or never expires, 1 otherwise, 2 on a config error"),
         )
         .arg(
             Arg::new("demo")
@@ -143,7 +189,14 @@ where
         web_config_file: m.get_one::<PathBuf>("web.config.file").cloned(),
         collectors,
         log_level,
+        log_format: match m.get_one::<String>("log.format").map(String::as_str) {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Logfmt,
+        },
         demo: m.get_flag("demo"),
+        config_check: m.get_flag("config.check"),
+        enable_lifecycle: m.get_flag("web.enable-lifecycle"),
+        check: m.subcommand_matches("check").is_some(),
     }
 }
 
@@ -193,5 +246,22 @@ mod tests {
         assert_eq!(cli.listen_address, "127.0.0.1:0");
         assert_eq!(cli.telemetry_path, "/m");
         assert_eq!(cli.log_level, Some(log::LevelFilter::Debug));
+        assert_eq!(cli.log_format, LogFormat::Logfmt);
+        assert!(!cli.check && !cli.config_check && !cli.enable_lifecycle);
+    }
+
+    #[test]
+    fn the_check_command_takes_the_config_before_or_after_it() {
+        for args in [
+            &["check", "--config.file=/c.yml", "--log.format=json"][..],
+            &["--config.file=/c.yml", "--log.format=json", "check"][..],
+        ] {
+            let cli = parse_args(args);
+            assert!(cli.check, "{args:?}");
+            assert_eq!(cli.config_file.unwrap(), PathBuf::from("/c.yml"));
+            assert_eq!(cli.log_format, LogFormat::Json);
+        }
+        let cli = parse_args(&["--config.check", "--web.enable-lifecycle"]);
+        assert!(cli.config_check && cli.enable_lifecycle && !cli.check);
     }
 }

@@ -20,8 +20,9 @@ use crate::duration::parse_duration;
 /// Per-request timeout when none is configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One token to keep alive.
-#[derive(Clone, Debug)]
+/// One token to keep alive. Equal entries are the same token to a reload: it keeps
+/// their worker.
+#[derive(Clone, Debug, PartialEq)]
 pub struct TokenConfig {
     /// The `vault` label.
     pub name: String,

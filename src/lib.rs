@@ -3,6 +3,7 @@
 //! (Vault client, workers, collectors) is the `collectors` crate.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]
@@ -25,6 +26,7 @@ pub mod demo {
 pub mod duration;
 pub mod front;
 pub mod logging;
+pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod status_page;

@@ -2,10 +2,12 @@
 //! will die.
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
-use vault_token_exporter::{app, cli, config, demo, logging, server, signals};
+use collectors::collector::{CollectorContext, Collectors, ConfigStatus, TokenSet};
+use vault_token_exporter::reload::{read_web_config, Reloader, Source};
+use vault_token_exporter::{app, check, cli, config, demo, logging, server, signals};
 
 /// A reason to exit, with its status: 2 for bad configuration, 1 for anything else.
 struct Exit(u8, String);
@@ -22,27 +24,109 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), Exit> {
     let cli = cli::parse(std::env::args_os());
-    logging::init(cli.log_level);
+    logging::init(cli.log_level, cli.log_format);
+    let reload_target =
+        signals::install().map_err(|e| Exit(1, format!("cannot handle signals: {e}")))?;
     let config_error = |e: config::ConfigError| Exit(2, e.to_string());
-    let env = |k: &str| std::env::var(k).ok();
     let web = match &cli.web_config_file {
-        Some(path) => vault_token_exporter::web::load(path).map_err(|e| Exit(2, e.to_string()))?,
-        None => Default::default(),
+        Some(path) => Some(read_web_config(path).map_err(config_error)?),
+        None => None,
     };
-    let (demo, tokens) = if cli.demo {
+    let (demo, source) = if cli.demo {
         let (demo, tokens) =
             demo::start().map_err(|e| Exit(1, format!("cannot start the demo: {e}")))?;
-        (Some(demo), tokens)
+        (Some(demo), Source::Fixed(tokens))
     } else if let Some(path) = &cli.config_file {
-        (None, config::load_file(path, &env).map_err(config_error)?)
+        (None, Source::File(path.clone()))
     } else {
-        (None, vec![config::from_env(&env).map_err(config_error)?])
+        (None, Source::Env)
     };
-    let prepared = app::prepare(tokens).map_err(config_error)?;
+    let tokens = source.load().map_err(config_error)?;
+    app::check_clients(&tokens).map_err(config_error)?;
+    if cli.config_check {
+        let what = match &cli.config_file {
+            Some(path) => path.display().to_string(),
+            None => "the environment".into(),
+        };
+        let web = match &cli.web_config_file {
+            Some(path) => format!(" and web config {}", path.display()),
+            None => String::new(),
+        };
+        println!("config ok: {what}{web}: {} vault token(s)", tokens.len());
+        return Ok(());
+    }
+    if cli.check {
+        let healthy = check::run(&tokens, &mut std::io::stdout()).map_err(config_error)?;
+        return match healthy {
+            true => Ok(()),
+            false => Err(Exit(
+                1,
+                "not every token is renewing or never expiring".into(),
+            )),
+        };
+    }
 
     let listener = server::bind(&cli.listen_address)
         .map_err(|e| Exit(1, format!("cannot listen on {}: {e}", cli.listen_address)))?;
     let address = listener.local_addr().map_err(|e| Exit(1, e.to_string()))?;
+    let context = CollectorContext {
+        tokens: TokenSet::default(),
+        config: Arc::new(ConfigStatus::default()),
+    };
+    let collectors = Collectors::new(&context, &cli.collectors);
+    log::info!("collectors enabled: {}", collectors.names().join(", "));
+    // Ready once the configuration is loaded and its workers run.
+    let ready = Arc::new(AtomicBool::new(false));
+    // Scrapes are written by the collectors directly: the bytes a prometheus Registry and
+    // TextEncoder would serve, without the protobuf structures (see server::Site).
+    let mut site = server::Site::for_collectors(
+        Arc::new(collectors),
+        cli.telemetry_path.clone(),
+        ready.clone(),
+    );
+    let web = web.unwrap_or_default();
+    // Basic-auth users change with a reload: the site asks whichever rule is current.
+    let authorize = Arc::new(RwLock::new(web.authorize));
+    let current = authorize.clone();
+    site.authorize = Some(Arc::new(
+        move |request: &tiny_http::Request| match &*current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            Some(rule) => rule(request),
+            None => true,
+        },
+    ));
+    site.headers = web.headers;
+    let tls = web.tls;
+    // The server answers (/-/healthy at once, /-/ready 503) while the workers start.
+    let http = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || server::serve(listener, Arc::new(site), tls))
+        .map_err(|e| Exit(1, format!("cannot serve HTTP: {e}")))?;
+
+    let reloader = Reloader::start(
+        source,
+        tokens,
+        cli.web_config_file.clone(),
+        context.tokens.clone(),
+        context.config.clone(),
+    )
+    .map_err(|e| Exit(1, format!("cannot start renewal workers: {e}")))?;
+    reloader.on_web_config(Box::new(move |web| {
+        *authorize.write().unwrap_or_else(|e| e.into_inner()) = web.authorize;
+    }));
+    let reloader = Arc::new(reloader);
+    let _ = reload_target.set(reloader.clone());
+    if cli.enable_lifecycle {
+        // POST /-/reload answers with reload::answer_reload(&reload_target): the HTTP
+        // gate routes it.
+        log::debug!("lifecycle endpoints enabled");
+    }
+    ready.store(true, Ordering::Relaxed);
+    log::info!("renewing {} vault token(s)", reloader.tokens());
+    // Said once ready, so that whoever waits for this line finds /-/ready answering 200;
+    // the port answers (/-/healthy, /-/ready 503) from the bind on.
     log::info!("listening on {address}");
     if demo.is_some() {
         // `[::]:9846` is where we listen, not an address to scrape.
@@ -56,32 +140,10 @@ fn run() -> Result<(), Exit> {
             cli.telemetry_path
         );
     }
-    signals::exit_on_termination().map_err(|e| Exit(1, format!("cannot handle signals: {e}")))?;
 
-    let collectors = collectors::collector::Collectors::new(
-        &collectors::collector::CollectorContext {
-            tokens: prepared.states.clone(),
-        },
-        &cli.collectors,
-    );
-    log::info!("collectors enabled: {}", collectors.names().join(", "));
-    let ready = Arc::new(AtomicBool::new(false));
-    // Scrapes are written by the collectors directly: the bytes a prometheus Registry and
-    // TextEncoder would serve, without the protobuf structures (see server::Site).
-    let mut site = server::Site::for_collectors(
-        Arc::new(collectors),
-        cli.telemetry_path.clone(),
-        ready.clone(),
-    );
-    site.authorize = web.authorize;
-    site.headers = web.headers;
-    let count = prepared.states.len();
-    prepared
-        .start(Arc::new(AtomicBool::new(false)))
-        .map_err(|e| Exit(1, format!("cannot start renewal workers: {e}")))?;
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    log::info!("renewing {count} vault token(s)");
-    let never = server::serve(listener, Arc::new(site), web.tls)
-        .map_err(|e| Exit(1, format!("cannot serve HTTP: {e}")))?;
-    match never {}
+    match http.join() {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(e)) => Err(Exit(1, format!("cannot serve HTTP: {e}"))),
+        Err(_) => Err(Exit(1, "the HTTP server panicked".into())),
+    }
 }

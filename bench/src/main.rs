@@ -577,9 +577,7 @@ fn encoding_server(families: Arc<Vec<MetricFamily>>, size: usize) -> RefServer {
 /// answering on a bare tiny_http server: what a scrape costs without the front relay.
 fn site_server(n: usize) -> RefServer {
     use collectors::collector::{CollectorContext, Collectors};
-    let ctx = CollectorContext {
-        tokens: token_states(n),
-    };
+    let ctx = CollectorContext::new(token_states(n));
     let site = Arc::new(vault_token_exporter::server::Site::for_collectors(
         Arc::new(Collectors::new(&ctx, &["token", "exporter", "process"])),
         "/metrics".into(),
@@ -1104,9 +1102,7 @@ fn profile(n: usize, iterations: usize) -> Profile {
     use collectors::token_collector::TokenCollector;
     use vault_token_exporter::server::Site;
     let states = token_states(n);
-    let ctx = CollectorContext {
-        tokens: states.clone(),
-    };
+    let ctx = CollectorContext::new(states.clone());
     let enabled = ["token", "exporter", "process"];
     let registry = prometheus::Registry::new();
     registry

@@ -4,15 +4,16 @@
 //! keeps a failing (or panicking) collector from failing the scrape.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::family::{family, gauge, label, TextOut};
-use crate::state::TokenState;
-use crate::token_collector::TokenCollector;
+use crate::state::{AtomicF64, TokenState};
+use crate::token_collector::LiveTokenCollector;
 
 /// A collector could not produce its metrics this scrape.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +42,79 @@ pub trait Collect: Send + Sync {
 
 /// What collectors are built from.
 pub struct CollectorContext {
-    /// Every configured token, in configuration order.
-    pub tokens: Vec<Arc<TokenState>>,
+    /// Every configured token, in configuration order; a reload replaces the list.
+    pub tokens: TokenSet,
+    /// Outcome of the last (re)load of the configuration.
+    pub config: Arc<ConfigStatus>,
+}
+
+impl CollectorContext {
+    /// A context for `tokens`, with the configuration counted as loaded now.
+    pub fn new(tokens: Vec<Arc<TokenState>>) -> CollectorContext {
+        let config = ConfigStatus::default();
+        config.loaded(crate::worker::unix_now());
+        CollectorContext {
+            tokens: TokenSet::new(tokens),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The configured tokens, shared by the collectors and replaced whole by a reload.
+///
+/// The lock is held only to clone or swap an `Arc`: workers never take it, so a scrape
+/// never waits for a worker, and a reload waits for no scrape longer than that clone.
+#[derive(Clone, Default)]
+pub struct TokenSet(Arc<RwLock<Arc<[Arc<TokenState>]>>>);
+
+impl TokenSet {
+    pub fn new(tokens: Vec<Arc<TokenState>>) -> TokenSet {
+        TokenSet(Arc::new(RwLock::new(tokens.into())))
+    }
+
+    /// The tokens as of now.
+    pub fn current(&self) -> Arc<[Arc<TokenState>]> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `tokens` the exported set: the series of tokens not in it go.
+    pub fn replace(&self, tokens: Vec<Arc<TokenState>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = tokens.into();
+    }
+}
+
+/// `vault_token_exporter_config_last_reload_successful` and
+/// `..._success_timestamp_seconds`: written by the (re)loader, read by scrapes.
+#[derive(Debug)]
+pub struct ConfigStatus {
+    successful: AtomicBool,
+    last_success: AtomicF64,
+}
+
+impl Default for ConfigStatus {
+    fn default() -> Self {
+        ConfigStatus {
+            successful: AtomicBool::new(false),
+            last_success: AtomicF64::absent(),
+        }
+    }
+}
+
+impl ConfigStatus {
+    /// The configuration was (re)loaded at `unix` seconds.
+    pub fn loaded(&self, unix: f64) {
+        self.last_success.set(unix);
+        self.successful.store(true, Ordering::Relaxed);
+    }
+
+    /// A reload failed: the previous configuration keeps running.
+    pub fn failed(&self) {
+        self.successful.store(false, Ordering::Relaxed);
+    }
+
+    pub fn successful(&self) -> bool {
+        self.successful.load(Ordering::Relaxed)
+    }
 }
 
 /// A row of the collector table.
@@ -59,13 +131,13 @@ pub const COLLECTORS: &[CollectorSpec] = &[
         name: "token",
         enabled_by_default: true,
         help: "renewal state, TTL and outcomes of every configured Vault token (vault_token_*)",
-        build: |ctx| Box::new(TokenCollector::new(ctx.tokens.clone())),
+        build: |ctx| Box::new(LiveTokenCollector::new(ctx.tokens.clone())),
     },
     CollectorSpec {
         name: "exporter",
         enabled_by_default: true,
-        help: "build information of the exporter (vault_token_exporter_build_info)",
-        build: |_| Box::new(BuildInfo),
+        help: "build information and config reload status of the exporter (vault_token_exporter_*)",
+        build: |ctx| Box::new(ExporterInfo(ctx.config.clone())),
     },
     CollectorSpec {
         name: "process",
@@ -79,10 +151,20 @@ pub const COLLECTORS: &[CollectorSpec] = &[
     },
 ];
 
-/// `vault_token_exporter_build_info`.
-struct BuildInfo;
+/// What this binary was built from, recorded by `build.rs`.
+pub mod build {
+    /// The package version.
+    pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+    /// `git rev-parse --short HEAD` at build time, `unknown` outside a git checkout.
+    pub const REVISION: &str = env!("VTE_GIT_REVISION");
+    /// `rustc --version` of the compiler that built it.
+    pub const RUSTC_VERSION: &str = env!("VTE_RUSTC_VERSION");
+}
 
-impl Collect for BuildInfo {
+/// `vault_token_exporter_build_info` and the config reload gauges.
+struct ExporterInfo(Arc<ConfigStatus>);
+
+impl Collect for ExporterInfo {
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
         let mut f = family(
             "vault_token_exporter_build_info",
@@ -92,15 +174,33 @@ impl Collect for BuildInfo {
         );
         f.mut_metric().push(gauge(
             vec![
-                label("version", env!("CARGO_PKG_VERSION")),
-                label(
-                    "rust_version",
-                    option_env!("VTE_RUSTC_VERSION").unwrap_or("unknown"),
-                ),
+                label("version", build::VERSION),
+                label("revision", build::REVISION),
+                label("rustc_version", build::RUSTC_VERSION),
             ],
             1.0,
         ));
         out.push(f);
+        let mut successful = family(
+            "vault_token_exporter_config_last_reload_successful",
+            "1 if the last (re)load of the configuration succeeded.",
+            MetricType::GAUGE,
+            1,
+        );
+        successful
+            .mut_metric()
+            .push(gauge(Vec::new(), f64::from(u8::from(self.0.successful()))));
+        out.push(successful);
+        if let Some(at) = self.0.last_success.get() {
+            let mut f = family(
+                "vault_token_exporter_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful (re)load of the configuration.",
+                MetricType::GAUGE,
+                1,
+            );
+            f.mut_metric().push(gauge(Vec::new(), at));
+            out.push(f);
+        }
         Ok(())
     }
 }
@@ -253,6 +353,10 @@ mod tests {
         }
     }
 
+    fn exporter_info() -> Box<ExporterInfo> {
+        Box::new(ExporterInfo(Arc::new(ConfigStatus::default())))
+    }
+
     fn scrape(collectors: Collectors) -> String {
         let registry = prometheus::Registry::new();
         registry.register(Box::new(collectors)).unwrap();
@@ -283,13 +387,13 @@ mod tests {
 
     #[test]
     fn the_direct_text_path_serves_what_the_registry_serves() {
-        let ctx = CollectorContext {
-            tokens: ["prod", "dev", "a\"b"]
+        let ctx = CollectorContext::new(
+            ["prod", "dev", "a\"b"]
                 .iter()
                 .map(|n| Arc::new(TokenState::new(*n)))
                 .collect(),
-        };
-        ctx.tokens[0].observe_duration(0.2);
+        );
+        ctx.tokens.current()[0].observe_duration(0.2);
         // The process collector's figures move between two scrapes: leave it out here.
         let build = || Collectors::new(&ctx, &["token", "exporter"]);
         let text = direct(&build());
@@ -300,7 +404,7 @@ mod tests {
         );
         let failing = || {
             Collectors::from_parts(vec![
-                ("exporter", Box::new(BuildInfo) as Box<dyn Collect>),
+                ("exporter", exporter_info() as Box<dyn Collect>),
                 ("failing", Box::new(Failing)),
                 ("panicking", Box::new(Panicking)),
             ])
@@ -323,6 +427,35 @@ mod tests {
     }
 
     #[test]
+    fn the_reload_gauges_follow_the_config_status() {
+        let status = Arc::new(ConfigStatus::default());
+        let exporter = || {
+            Collectors::from_parts(vec![(
+                "exporter",
+                Box::new(ExporterInfo(status.clone())) as Box<dyn Collect>,
+            )])
+        };
+        let text = direct(&exporter());
+        assert!(text.contains("vault_token_exporter_config_last_reload_successful 0\n"));
+        assert!(
+            !text.contains("_success_timestamp_seconds"),
+            "absent before a load"
+        );
+        status.loaded(1234.5);
+        status.failed();
+        let text = direct(&exporter());
+        assert!(text.contains("vault_token_exporter_config_last_reload_successful 0\n"));
+        assert!(text.contains(
+            "vault_token_exporter_config_last_reload_success_timestamp_seconds 1234.5\n"
+        ));
+        status.loaded(2000.0);
+        let text = direct(&exporter());
+        assert!(text.contains("vault_token_exporter_config_last_reload_successful 1\n"));
+        assert!(text.contains("_success_timestamp_seconds 2000\n"), "{text}");
+        assert!(text.contains(&format!("revision=\"{}\"", build::REVISION)));
+    }
+
+    #[test]
     fn collector_names_are_unique() {
         let mut names: Vec<_> = COLLECTORS.iter().map(|c| c.name).collect();
         names.sort();
@@ -333,7 +466,7 @@ mod tests {
     #[test]
     fn a_failing_collector_never_fails_the_scrape() {
         let text = scrape(Collectors::from_parts(vec![
-            ("exporter", Box::new(BuildInfo)),
+            ("exporter", exporter_info()),
             ("failing", Box::new(Failing)),
             ("panicking", Box::new(Panicking)),
         ]));
@@ -351,9 +484,7 @@ mod tests {
 
     #[test]
     fn only_enabled_collectors_run() {
-        let ctx = CollectorContext {
-            tokens: vec![Arc::new(TokenState::new("prod"))],
-        };
+        let ctx = CollectorContext::new(vec![Arc::new(TokenState::new("prod"))]);
         let text = scrape(Collectors::new(&ctx, &["exporter"]));
         assert!(!text.contains("vault_token_state"));
         assert!(!text.contains("collector=\"token\""));

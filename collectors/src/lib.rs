@@ -11,6 +11,7 @@ pub mod collector;
 pub mod error;
 pub mod family;
 pub mod health;
+pub mod logfmt;
 pub mod parse;
 pub mod schedule;
 pub mod secret;

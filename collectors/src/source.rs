@@ -10,7 +10,7 @@ use crate::secret::Token;
 const MAX_TOKEN_FILE: u64 = 64 * 1024;
 
 /// A token's origin.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum TokenSource {
     /// A file holding the token, trimmed of whitespace (Vault Agent sink, `~/.vault-token`).
     File(PathBuf),

@@ -8,11 +8,11 @@
 //! the registry's families (series in the order `Registry::gather` sorts them), without
 //! the ~5 allocations per series the protobuf structures cost.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use crate::collector::{Collect, CollectError};
+use crate::collector::{Collect, CollectError, TokenSet};
 use crate::error::Reason;
 use crate::family::{
     counter, family, gauge, histogram, label, label_set_opening, write_series, TextOut,
@@ -461,10 +461,77 @@ impl Collect for TokenCollector {
     }
 }
 
+/// The `token` collector over a [`TokenSet`] that a reload may replace: a
+/// [`TokenCollector`] for the current set, rebuilt on the first scrape after a change.
+pub struct LiveTokenCollector {
+    set: TokenSet,
+    built: RwLock<Built>,
+}
+
+/// A token list and the collector built for it.
+type Built = (Arc<[Arc<TokenState>]>, Arc<TokenCollector>);
+
+impl LiveTokenCollector {
+    pub fn new(set: TokenSet) -> LiveTokenCollector {
+        let tokens = set.current();
+        let collector = Arc::new(TokenCollector::new(tokens.to_vec()));
+        LiveTokenCollector {
+            set,
+            built: RwLock::new((tokens, collector)),
+        }
+    }
+
+    /// The collector for the set as it is now.
+    fn current(&self) -> Arc<TokenCollector> {
+        let tokens = self.set.current();
+        {
+            let built = self.built.read().unwrap_or_else(|e| e.into_inner());
+            if Arc::ptr_eq(&built.0, &tokens) {
+                return built.1.clone();
+            }
+        }
+        let collector = Arc::new(TokenCollector::new(tokens.to_vec()));
+        *self.built.write().unwrap_or_else(|e| e.into_inner()) = (tokens, collector.clone());
+        collector
+    }
+}
+
+impl Collect for LiveTokenCollector {
+    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
+        self.current().collect(out)
+    }
+
+    fn write_text(&self, out: &mut TextOut) -> Result<(), CollectError> {
+        self.current().write_text(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use prometheus::Encoder;
+
+    #[test]
+    fn a_replaced_token_set_is_what_the_next_scrape_shows() {
+        let prod = Arc::new(TokenState::new("prod"));
+        prod.count(Outcome::Success);
+        let set = TokenSet::new(vec![prod.clone(), Arc::new(TokenState::new("old"))]);
+        let live = LiveTokenCollector::new(set.clone());
+        let text = |live: &LiveTokenCollector| {
+            let mut out = TextOut::with_capacity(0);
+            live.write_text(&mut out).unwrap();
+            String::from_utf8(out.into_ordered().into_vec()).unwrap()
+        };
+        assert!(text(&live).contains("vault=\"old\""));
+        set.replace(vec![prod, Arc::new(TokenState::new("new"))]);
+        let after = text(&live);
+        assert!(!after.contains("vault=\"old\""), "{after}");
+        assert!(after.contains("vault_token_state{vault=\"new\",state=\"unknown\"} 1"));
+        assert!(
+            after.contains("vault_token_renewals_total{vault=\"prod\",result=\"success\"} 1"),
+            "a kept token keeps its counters: {after}"
+        );
+    }
 
     fn encode(families: &[MetricFamily]) -> String {
         let mut buf = Vec::new();

@@ -5,7 +5,8 @@
 //! is zero whatever the number of tokens. An event in a directory wakes every worker with
 //! a file there; each re-reads its file and carries on if the token is unchanged.
 //! Directories that cannot be watched (missing at start, inotify limits) are polled every
-//! two seconds by the same thread.
+//! two seconds by the same thread. A reload adds and removes files through the
+//! [`FileWatcher`] handle.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -67,80 +68,181 @@ fn file_state(path: &Path) -> FileState {
         .map(|m| (m.ino(), m.len(), m.modified().ok()))
 }
 
+/// A token file to watch and the worker it wakes.
+pub type Watched = (PathBuf, Arc<Wakeup>);
+
+/// What the watcher thread hears: file events, and the reloader's additions and removals.
+enum Message {
+    Event(notify::Result<notify::Event>),
+    Add(Vec<Watched>),
+    /// Forget the files of these workers (compared by doorbell).
+    Remove(Vec<Arc<Wakeup>>),
+}
+
+/// The running watcher: a reload adds the files of new tokens and removes those of
+/// removed ones, without restarting it.
+#[derive(Clone, Debug)]
+pub struct FileWatcher {
+    to_thread: mpsc::Sender<Message>,
+}
+
+impl FileWatcher {
+    /// Watches `files` too.
+    pub fn add(&self, files: Vec<Watched>) {
+        if !files.is_empty() {
+            let _ = self.to_thread.send(Message::Add(files));
+        }
+    }
+
+    /// Stops watching the files of the workers with these doorbells.
+    pub fn remove(&self, wakeups: Vec<Arc<Wakeup>>) {
+        if !wakeups.is_empty() {
+            let _ = self.to_thread.send(Message::Remove(wakeups));
+        }
+    }
+}
+
 /// Starts the watcher for `files` (token file, worker to wake); returns at once.
-pub fn spawn_file_watcher(files: Vec<(PathBuf, Arc<Wakeup>)>) -> std::io::Result<()> {
-    if files.is_empty() {
-        return Ok(());
-    }
-    let mut by_dir: HashMap<PathBuf, Vec<(PathBuf, Arc<Wakeup>)>> = HashMap::new();
-    for (file, wakeup) in files {
-        let dir = match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        by_dir.entry(dir).or_default().push((file, wakeup));
-    }
+pub fn spawn_file_watcher(files: Vec<Watched>) -> std::io::Result<FileWatcher> {
+    let (tx, rx) = mpsc::channel();
+    let events = tx.clone();
     std::thread::Builder::new()
         .name("token-file-watcher".into())
         .stack_size(256 * 1024)
-        .spawn(move || watch_loop(by_dir))?;
-    Ok(())
+        .spawn(move || {
+            let watcher = notify::recommended_watcher(move |event| {
+                let _ = events.send(Message::Event(event));
+            });
+            let watcher = match watcher {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!("cannot watch token files ({e}); polling them every 2s");
+                    None
+                }
+            };
+            let mut watch = Watch {
+                watcher,
+                by_dir: HashMap::new(),
+                polled: HashMap::new(),
+            };
+            watch.add(files);
+            watch.run(rx);
+        })?;
+    Ok(FileWatcher { to_thread: tx })
 }
 
-fn watch_loop(by_dir: HashMap<PathBuf, Vec<(PathBuf, Arc<Wakeup>)>>) {
-    let (tx, rx) = mpsc::channel();
-    let mut watcher = match notify::recommended_watcher(tx) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            log::warn!("cannot watch token files ({e}); polling them every 2s");
-            None
-        }
-    };
-    // Directories without a watch, with the last seen state of their files.
-    let mut polled: HashMap<PathBuf, Vec<FileState>> = HashMap::new();
-    let try_watch = |dir: &Path, watcher: &mut Option<notify::RecommendedWatcher>| {
-        watcher
+/// The watcher thread's state.
+struct Watch {
+    watcher: Option<notify::RecommendedWatcher>,
+    by_dir: HashMap<PathBuf, Vec<Watched>>,
+    /// Directories without a watch, with the last seen state of their files.
+    polled: HashMap<PathBuf, Vec<FileState>>,
+}
+
+fn dir_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl Watch {
+    fn try_watch(&mut self, dir: &Path) -> bool {
+        self.watcher
             .as_mut()
             .is_some_and(|w| w.watch(dir, RecursiveMode::NonRecursive).is_ok())
-    };
-    for (dir, files) in &by_dir {
-        if !try_watch(dir, &mut watcher) {
-            log::debug!("polling token directory {}", dir.display());
-            polled.insert(
-                dir.clone(),
-                files.iter().map(|(f, _)| file_state(f)).collect(),
-            );
+    }
+
+    fn add(&mut self, files: Vec<Watched>) {
+        let mut new_dirs = Vec::new();
+        for (file, wakeup) in files {
+            let dir = dir_of(&file);
+            let entry = self.by_dir.entry(dir.clone()).or_default();
+            if entry.is_empty() {
+                new_dirs.push(dir.clone());
+            }
+            entry.push((file.clone(), wakeup));
+            if let Some(seen) = self.polled.get_mut(&dir) {
+                seen.push(file_state(&file));
+            }
+        }
+        for dir in new_dirs {
+            if !self.try_watch(&dir) {
+                log::debug!("polling token directory {}", dir.display());
+                let seen = self.by_dir[&dir]
+                    .iter()
+                    .map(|(f, _)| file_state(f))
+                    .collect();
+                self.polled.insert(dir, seen);
+            }
         }
     }
-    let wake_dir = |dir: &Path| {
-        if let Some(files) = by_dir.get(dir) {
-            files.iter().for_each(|(_, w)| w.wake());
+
+    fn remove(&mut self, wakeups: &[Arc<Wakeup>]) {
+        let gone = |w: &Arc<Wakeup>| wakeups.iter().any(|g| Arc::ptr_eq(g, w));
+        let mut empty = Vec::new();
+        for (dir, files) in self.by_dir.iter_mut() {
+            if let Some(seen) = self.polled.get_mut(dir) {
+                let mut i = 0;
+                seen.retain(|_| {
+                    i += 1;
+                    !gone(&files[i - 1].1)
+                });
+            }
+            files.retain(|(_, w)| !gone(w));
+            if files.is_empty() {
+                empty.push(dir.clone());
+            }
         }
-    };
-    loop {
-        match rx.recv_timeout(POLL_INTERVAL) {
-            // notify's inotify backend also reports every open(2): each worker reading
-            // its token file would wake every worker of the directory, which read theirs
-            // and wake everyone again, a storm that kept two cores busy. Only changes count.
-            Ok(Ok(event)) if !changes_a_file(&event.kind) => {}
-            Ok(Ok(event)) => {
-                for path in &event.paths {
-                    wake_dir(path);
-                    if let Some(parent) = path.parent() {
-                        wake_dir(parent);
-                    }
+        for dir in empty {
+            self.by_dir.remove(&dir);
+            if self.polled.remove(&dir).is_none() {
+                if let Some(w) = self.watcher.as_mut() {
+                    let _ = w.unwatch(&dir);
                 }
             }
-            Ok(Err(e)) => log::debug!("token file watch error: {e}"),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        if polled.is_empty() {
-            continue;
+    }
+
+    fn wake_dir(&self, dir: &Path) {
+        if let Some(files) = self.by_dir.get(dir) {
+            files.iter().for_each(|(_, w)| w.wake());
+        }
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Message>) {
+        loop {
+            match rx.recv_timeout(POLL_INTERVAL) {
+                Ok(Message::Add(files)) => self.add(files),
+                Ok(Message::Remove(wakeups)) => self.remove(&wakeups),
+                // notify's inotify backend also reports every open(2): each worker reading
+                // its token file would wake every worker of the directory, which read theirs
+                // and wake everyone again, a storm that kept two cores busy. Only changes count.
+                Ok(Message::Event(Ok(event))) if !changes_a_file(&event.kind) => {}
+                Ok(Message::Event(Ok(event))) => {
+                    for path in &event.paths {
+                        self.wake_dir(path);
+                        if let Some(parent) = path.parent() {
+                            self.wake_dir(parent);
+                        }
+                    }
+                }
+                Ok(Message::Event(Err(e))) => log::debug!("token file watch error: {e}"),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            self.poll();
+        }
+    }
+
+    /// Checks the directories without a watch, and watches those that now exist.
+    fn poll(&mut self) {
+        if self.polled.is_empty() {
+            return;
         }
         let mut now_watched = Vec::new();
-        for (dir, seen) in polled.iter_mut() {
-            let files = &by_dir[dir];
+        for (dir, seen) in self.polled.iter_mut() {
+            let files = &self.by_dir[dir];
             for ((file, wakeup), last) in files.iter().zip(seen.iter_mut()) {
                 let now = file_state(file);
                 if now != *last {
@@ -148,13 +250,15 @@ fn watch_loop(by_dir: HashMap<PathBuf, Vec<(PathBuf, Arc<Wakeup>)>>) {
                     wakeup.wake();
                 }
             }
-            if dir.is_dir() && try_watch(dir, &mut watcher) {
+            if dir.is_dir() {
                 now_watched.push(dir.clone());
             }
         }
         for dir in now_watched {
-            polled.remove(&dir);
-            wake_dir(&dir);
+            if self.try_watch(&dir) {
+                self.polled.remove(&dir);
+                self.wake_dir(&dir);
+            }
         }
     }
 }
@@ -253,6 +357,37 @@ mod tests {
         assert!(
             wakeups[2].wait(Some(Duration::from_secs(5))),
             "directory made later"
+        );
+    }
+
+    #[test]
+    fn files_added_later_wake_and_removed_ones_do_not() {
+        let dir = temp_dir("reload");
+        let kept = dir.join("kept.token");
+        let added = dir.join("added.token");
+        let (kept_bell, added_bell) = (Arc::new(Wakeup::default()), Arc::new(Wakeup::default()));
+        let watcher = spawn_file_watcher(vec![(kept.clone(), kept_bell.clone())]).unwrap();
+        watcher.add(vec![(added.clone(), added_bell.clone())]);
+        std::thread::sleep(Duration::from_millis(100));
+        let drain = |w: &Wakeup| while w.wait(Some(Duration::from_millis(50))) {};
+        std::fs::write(&added, "hvs.A").unwrap();
+        assert!(
+            added_bell.wait(Some(Duration::from_secs(2))),
+            "an added file wakes"
+        );
+        watcher.remove(vec![added_bell.clone()]);
+        std::thread::sleep(Duration::from_millis(100));
+        drain(&added_bell);
+        drain(&kept_bell);
+        std::fs::write(&added, "hvs.B").unwrap();
+        std::fs::write(&kept, "hvs.K").unwrap();
+        assert!(
+            kept_bell.wait(Some(Duration::from_secs(2))),
+            "the kept file still wakes"
+        );
+        assert!(
+            !added_bell.wait(Some(Duration::from_millis(300))),
+            "a removed file wakes no one"
         );
     }
 }

@@ -2,7 +2,8 @@
 //! it learns into the token's [`TokenState`].
 //!
 //! [`Worker::step`] does one thing (read the token, look it up, renew it, or wait) and says
-//! how long to sleep; [`Worker::run`] loops it on a real clock. Tests drive `step` on a
+//! how long to sleep; [`Worker::run`] loops it on a real clock until its [`Stopper`] is
+//! used (the token left the configuration). Tests drive `step` on a
 //! fake clock, so hours of lease run in microseconds. Sleeping uses the monotonic clock,
 //! so a wall-clock jump moves no renewal; the wall clock only stamps exported timestamps.
 
@@ -103,6 +104,21 @@ enum Phase {
     Stopped,
 }
 
+/// Stops one worker: sets its flag and rings its doorbell, so a sleeping worker ends at
+/// once and a worker inside a Vault call ends when the call returns (its timeout at most).
+#[derive(Clone, Debug)]
+pub struct Stopper {
+    stopped: Arc<AtomicBool>,
+    wakeup: Arc<Wakeup>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.wakeup.wake();
+    }
+}
+
 /// Keeps one token alive.
 pub struct Worker {
     api: Arc<dyn VaultApi>,
@@ -110,6 +126,7 @@ pub struct Worker {
     state: Arc<TokenState>,
     clock: Arc<dyn Clock>,
     wakeup: Arc<Wakeup>,
+    stopped: Arc<AtomicBool>,
     settings: RenewSettings,
     jitter: Jitter,
     phase: Phase,
@@ -145,6 +162,7 @@ impl Worker {
             state,
             clock,
             wakeup: Arc::new(Wakeup::default()),
+            stopped: Arc::new(AtomicBool::new(false)),
             settings,
             jitter: Jitter::new(seed),
             phase: Phase::ReadSource,
@@ -165,15 +183,29 @@ impl Worker {
         self.wakeup.clone()
     }
 
-    /// Runs until `stop` is set (then woken), on this thread.
-    pub fn run(mut self, stop: Arc<AtomicBool>) {
+    /// The handle that ends [`Worker::run`].
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stopped: self.stopped.clone(),
+            wakeup: self.wakeup.clone(),
+        }
+    }
+
+    /// Runs on this thread until stopped. `before_long_sleep` runs before each sleep of
+    /// `long` or more (or without end): the shell gives the thread's idle stack pages back
+    /// there, not before short retry waits, where the next attempt would touch them again.
+    pub fn run(mut self, long: Duration, mut before_long_sleep: impl FnMut()) {
+        let stopped = self.stopped.clone();
         loop {
             let sleep = self.step();
-            if stop.load(Ordering::Relaxed) {
+            if stopped.load(Ordering::Relaxed) {
                 return;
             }
+            if sleep.is_none_or(|until| until >= self.clock.monotonic() + long) {
+                before_long_sleep();
+            }
             let woken = self.clock.sleep_until(sleep, &self.wakeup);
-            if stop.load(Ordering::Relaxed) {
+            if stopped.load(Ordering::Relaxed) {
                 return;
             }
             if woken {
@@ -210,13 +242,16 @@ impl Worker {
             Ok(token) if Some(&token) != self.token.as_ref() => {
                 info!(
                     "vault token changed in its source, looking it up vault={}",
-                    self.state.vault
+                    crate::logfmt::Value(&self.state.vault)
                 );
                 self.adopt(token);
             }
             Ok(_) => {
                 if self.missing_file_warned {
-                    info!("token file is back vault={}", self.state.vault);
+                    info!(
+                        "token file is back vault={}",
+                        crate::logfmt::Value(&self.state.vault)
+                    );
                     self.missing_file_warned = false;
                 }
             }
@@ -282,7 +317,7 @@ impl Worker {
         self.expiry_logged = true;
         error!(
             "vault token expired vault={}; rotate the token",
-            self.state.vault
+            crate::logfmt::Value(&self.state.vault)
         );
         if self.phase != Phase::Stopped || self.due.is_some() {
             self.stop(TokenStatus::Expired, None);
@@ -304,7 +339,7 @@ impl Worker {
         let delay = self.retry_delay(None);
         error!(
             "vault token renewal failed vault={} reason={}: {e}; retrying in {}",
-            self.state.vault,
+            crate::logfmt::Value(&self.state.vault),
             Reason::TokenSource.as_str(),
             seconds(delay)
         );
@@ -327,7 +362,7 @@ impl Worker {
                 if self.token.as_ref() != Some(&token) {
                     info!(
                         "vault token changed in its source, looking it up vault={}",
-                        self.state.vault
+                        crate::logfmt::Value(&self.state.vault)
                     );
                     self.adopt(token);
                     return None;
@@ -339,7 +374,7 @@ impl Worker {
                     self.missing_file_warned = true;
                     warn!(
                         "{e}; renewing with the token in memory until it is back vault={}",
-                        self.state.vault
+                        crate::logfmt::Value(&self.state.vault)
                     );
                 }
             }
@@ -382,7 +417,7 @@ impl Worker {
             self.state.expiry.clear();
             info!(
                 "vault token never expires, nothing to renew vault={}",
-                self.state.vault
+                crate::logfmt::Value(&self.state.vault)
             );
             return self.stop(TokenStatus::NeverExpires, None);
         }
@@ -411,7 +446,7 @@ impl Worker {
         };
         debug!(
             "vault token looked up vault={} ttl={}s, renewing in {}",
-            self.state.vault,
+            crate::logfmt::Value(&self.state.vault),
             lookup.ttl,
             seconds(delay)
         );
@@ -448,7 +483,7 @@ impl Worker {
             self.state.count(Outcome::NotRenewable);
             warn!(
                 "vault token is not renewable vault={}: {why}; it dies at its expiry, rotate the token",
-                self.state.vault
+                crate::logfmt::Value(&self.state.vault)
             );
         }
     }
@@ -490,7 +525,7 @@ impl Worker {
             }
             warn!(
                 "vault token reached its max TTL vault={}: renewals no longer extend it and it expires in {}s; rotate the token",
-                self.state.vault, renewal.lease_duration
+                crate::logfmt::Value(&self.state.vault), renewal.lease_duration
             );
             return self.stop(TokenStatus::Capped, None);
         }
@@ -500,7 +535,7 @@ impl Worker {
         );
         debug!(
             "vault token renewed vault={} lease={}s, next in {}",
-            self.state.vault,
+            crate::logfmt::Value(&self.state.vault),
             renewal.lease_duration,
             seconds(delay)
         );
@@ -515,7 +550,8 @@ impl Worker {
             }
         }
         let reason = e.reason();
-        let vault = self.state.vault.clone();
+        let state = self.state.clone();
+        let vault = crate::logfmt::Value(&state.vault);
         // State first, counter second: a scrape that sees the count sees the state too.
         if e.is_fatal_for_token() {
             // A later lookup that succeeds is a re-check, no proof the token is good.

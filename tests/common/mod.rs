@@ -253,8 +253,15 @@ impl Exporter {
         let log_writer = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
+                // The exporter's line, not a library's: the address ends the text line
+                // (in a JSON line a quote follows it) and parses.
+                let addr = line
+                    .split("listening on ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(['"', ' ']).next())
+                    .and_then(|addr| addr.trim().parse::<SocketAddr>().ok());
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
                 }
                 let mut log = log_writer.lock().unwrap();
                 log.push_str(&line);
@@ -269,7 +276,7 @@ impl Exporter {
             out_writer.lock().unwrap().push_str(&text);
         });
         let addr = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(addr) => addr.parse().expect("listening address"),
+            Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
                 panic!("exporter did not start; log:\n{}", log.lock().unwrap());

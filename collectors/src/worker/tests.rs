@@ -1025,3 +1025,42 @@ fn a_use_limited_token_is_never_renewed_and_counted_not_renewable_once() {
     assert_eq!(h.status(), TokenStatus::Expired);
     assert_eq!(h.outcome(Outcome::NotRenewable), 1);
 }
+
+#[test]
+fn a_stopped_worker_ends_at_once_even_in_a_long_sleep() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+    let api = ScriptedVault::new(
+        Arc::new(FakeClock::default()),
+        |_| Ok(service(3600)),
+        |_| Ok(granted(3600)),
+    );
+    let state = Arc::new(TokenState::new("prod"));
+    let worker = Worker::new(
+        api.clone(),
+        TokenSource::Value(Token::new("hvs.X").unwrap()),
+        state.clone(),
+        clock,
+        RenewSettings::default(),
+    );
+    let stopper = worker.stopper();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (idle_tx, idle_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        worker.run(Duration::from_secs(10), || {
+            let _ = idle_tx.send(());
+        });
+        done_tx.send(()).unwrap();
+    });
+    // Looked up, now asleep for half an hour: the long sleep is announced first.
+    idle_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("before_long_sleep runs before the long sleep");
+    assert_eq!(state.status(), TokenStatus::Renewing);
+    let asked = std::time::Instant::now();
+    stopper.stop();
+    done_rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the worker ends when stopped");
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    assert_eq!(api.calls("renew").len(), 0, "no renewal after the stop");
+}
