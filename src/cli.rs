@@ -47,6 +47,7 @@ fn command() -> Command {
                 .long("web.telemetry-path")
                 .value_name("PATH")
                 .default_value("/metrics")
+                .value_parser(telemetry_path)
                 .help("Path under which to expose metrics"),
         )
         .arg(
@@ -104,6 +105,23 @@ fn command() -> Command {
             );
     }
     cmd
+}
+
+/// Paths the exporter serves itself; metrics there would hide them or be hidden.
+const RESERVED_PATHS: [&str; 4] = ["/", "/-/healthy", "/-/ready", "/-/reload"];
+
+/// `--web.telemetry-path`: an absolute path that is not one of the exporter's own pages.
+fn telemetry_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with /"));
+    }
+    if RESERVED_PATHS.contains(&path) {
+        return Err(format!(
+            "{path:?} is taken by the exporter itself ({})",
+            RESERVED_PATHS.join(", ")
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 /// Parses `args` (program name first); clap prints help, version or a usage error and exits.

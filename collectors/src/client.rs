@@ -495,16 +495,21 @@ fn transport_error(t: &ureq::Transport) -> VaultError {
                 return VaultError::Timeout;
             }
             if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                return VaultError::Tls(tls.to_string());
+                return tls_error(tls);
             }
         }
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return VaultError::Tls(tls.to_string());
+            return tls_error(tls);
         }
         source = err.source();
     }
     let detail = match t.kind() {
-        ureq::ErrorKind::Dns => "dns lookup failed".to_owned(),
+        ureq::ErrorKind::Dns => {
+            let host = t.url().and_then(|u| u.host_str()).unwrap_or("the host");
+            // The resolver's own words ("Name or service not known"), not io's kind.
+            let why = t.source().map(|e| format!(": {e}")).unwrap_or_default();
+            return VaultError::Network(format!("cannot resolve {host}{why}"));
+        }
         ureq::ErrorKind::ConnectionFailed => "connection failed".to_owned(),
         kind => kind.to_string(),
     };
@@ -514,6 +519,18 @@ fn transport_error(t: &ureq::Transport) -> VaultError {
         .map(|io| format!(": {}", io.kind()))
         .unwrap_or_default();
     VaultError::Network(format!("{}{cause}", detail.to_lowercase()))
+}
+
+/// A TLS failure in words an operator can act on.
+fn tls_error(e: &rustls::Error) -> VaultError {
+    use rustls::InvalidMessage;
+    match e {
+        // What rustls makes of an HTTP answer to its ClientHello.
+        rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType) => VaultError::Tls(
+            "the server answered in plain HTTP, not TLS: use an http:// address, or enable TLS on Vault's listener".into(),
+        ),
+        e => VaultError::Tls(e.to_string()),
+    }
 }
 
 impl VaultApi for VaultClient {
@@ -652,6 +669,48 @@ mod tests {
         };
         let err = tls_client_config(&tls).unwrap_err().to_string();
         assert!(err.contains("both client cert and client key"), "{err}");
+    }
+
+    fn client(address: &str) -> VaultClient {
+        let agent = Agents::default().get(&TlsSettings::default()).unwrap();
+        VaultClient::new(agent, address, None, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn https_against_a_plain_http_server_says_so() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 512];
+            let _ = conn.read(&mut hello);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        let err = client(&format!("https://127.0.0.1:{port}"))
+            .lookup_self(&token())
+            .unwrap_err();
+        server.join().unwrap();
+        assert_eq!(err.reason(), crate::error::Reason::Tls);
+        let text = err.to_string();
+        assert!(
+            text.contains("plain HTTP") && text.contains("http://"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unresolvable_host_is_named() {
+        // `.invalid` never resolves (RFC 2606).
+        let err = client("http://vault.example.invalid:8200")
+            .lookup_self(&token())
+            .unwrap_err();
+        assert_eq!(err.reason(), crate::error::Reason::Network);
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot resolve vault.example.invalid"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct Lookup {
     pub policies: Vec<String>,
     /// `data.period` in seconds, when periodic.
     pub period: Option<u64>,
+    /// `data.num_uses`: uses left for a use-limited token, 0 when unlimited. OpenBao answers
+    /// -1 on the lookup that spent the last use.
+    pub num_uses: i64,
 }
 
 impl Lookup {
@@ -144,6 +147,12 @@ pub fn parse_lookup(body: &[u8]) -> Result<Lookup, VaultError> {
         path: string(data, "path", "data")?.unwrap_or_default(),
         policies,
         period: seconds(data, "period", "data")?.filter(|p| *p > 0),
+        num_uses: match data.get("num_uses") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| bad("data.num_uses is not a whole number"))?,
+        },
     })
 }
 
@@ -351,6 +360,22 @@ mod tests {
             let messages = parse_error_messages(&body).unwrap_or_else(|| panic!("{name}"));
             assert!(!messages.is_empty(), "{name}");
         }
+    }
+
+    #[test]
+    fn use_limited_tokens_show_their_uses_and_others_none() {
+        let limited = parse_lookup(&captured("lookup-self.use-limit.200.openbao-2.7.2.json"));
+        assert_eq!(
+            limited.unwrap().num_uses,
+            4,
+            "-use-limit=5, one spent by the lookup"
+        );
+        let last = captured("lookup-self.use-limit-last-use.200.openbao-2.7.2.json");
+        assert_eq!(parse_lookup(&last).unwrap().num_uses, -1);
+        let service = captured("lookup-self.service.200.openbao-2.7.2.json");
+        assert_eq!(parse_lookup(&service).unwrap().num_uses, 0);
+        let wrong = br#"{"data":{"ttl":5,"num_uses":"3"}}"#;
+        assert!(parse_lookup(wrong).is_err());
     }
 
     #[test]

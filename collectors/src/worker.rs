@@ -378,6 +378,13 @@ impl Worker {
         if !renewable {
             return self.not_renewable("Vault says the token is not renewable");
         }
+        if lookup.num_uses != 0 {
+            // Every renew-self would spend one of the application's uses, and the last one
+            // revokes the token: leave a use-limited token alone.
+            return self.not_renewable(
+                "the token is use-limited (num_uses > 0) and each renewal would spend one of its uses",
+            );
+        }
         self.state.set_status(TokenStatus::Renewing);
         self.last_lease = Some(lookup.ttl);
         let delay = renewal_delay(Duration::from_secs(lookup.ttl), self.jitter.next_unit());
@@ -472,8 +479,14 @@ impl Worker {
         if e.is_fatal_for_token() {
             self.stop(TokenStatus::Invalid, Some(self.settings.invalid_recheck));
             self.state.count_failure(reason);
+            let verdict = match (e.denied_by_policy(), phase) {
+                // The token lives; a new one with the same policy would fail the same way.
+                (true, Phase::Renew) => "the token is valid but its policy lacks the `update` capability on auth/token/renew-self; grant it",
+                (true, _) => "the token is valid but its policy lacks the `read` capability on auth/token/lookup-self; grant it",
+                (false, _) => "the token is invalid, rotate the token",
+            };
             error!(
-                "vault token renewal failed vault={vault} reason={}: {e}; the token is invalid, rotate the token",
+                "vault token renewal failed vault={vault} reason={}: {e}; {verdict}",
                 reason.as_str()
             );
             return;

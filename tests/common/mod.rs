@@ -240,6 +240,12 @@ impl Exporter {
             "VAULT_CACERT",
             "VAULT_CAPATH",
             "VAULT_SKIP_VERIFY",
+            "BAO_ADDR",
+            "BAO_TOKEN",
+            "BAO_NAMESPACE",
+            "BAO_CACERT",
+            "BAO_CAPATH",
+            "BAO_SKIP_VERIFY",
         ] {
             if !env.iter().any(|(e, _)| *e == k) {
                 cmd.env_remove(k);
@@ -392,7 +398,9 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String)
     cmd.args(args)
         .stdin(Stdio::null())
         .env_remove("VAULT_TOKEN")
-        .env_remove("VAULT_ADDR");
+        .env_remove("VAULT_ADDR")
+        .env_remove("BAO_TOKEN")
+        .env_remove("BAO_ADDR");
     cmd.envs(env.iter().copied());
     let mut child = cmd
         .stdout(Stdio::piped())

@@ -96,6 +96,7 @@ fn service(ttl: u64) -> Lookup {
         path: "auth/approle/login".into(),
         policies: vec!["default".into(), "app".into()],
         period: None,
+        num_uses: 0,
     }
 }
 
