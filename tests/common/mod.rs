@@ -2,6 +2,7 @@
 //! scrape it, and wait for conditions without fixed sleeps.
 #![allow(dead_code)]
 
+pub mod openbao;
 pub mod pki;
 
 use std::collections::BTreeMap;
@@ -223,7 +224,12 @@ impl Exporter {
     /// Starts the binary in `dir` with `args` and extra environment `env`; waits for
     /// `listening on` (10 s at most).
     pub fn start_in(dir: PathBuf, args: &[String], env: &[(&str, &str)]) -> Exporter {
-        let mut cmd = Command::new(BIN);
+        Self::start_bin(Path::new(BIN), dir, args, env)
+    }
+
+    /// [`Exporter::start_in`] with another build of the binary (the release one).
+    pub fn start_bin(bin: &Path, dir: PathBuf, args: &[String], env: &[(&str, &str)]) -> Exporter {
+        let mut cmd = Command::new(bin);
         if !args.iter().any(|a| a.starts_with("--web.listen-address")) {
             cmd.arg("--web.listen-address=127.0.0.1:0");
         }
