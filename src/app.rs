@@ -50,7 +50,7 @@ pub fn prepare(tokens: Vec<TokenConfig>) -> Result<Prepared, ConfigError> {
     };
     for token in tokens {
         let agent = agents
-            .get(&token.tls)
+            .for_address(&token.address, &token.tls)
             .map_err(|e| ConfigError(format!("vault {:?}: tls: {e}", token.name)))?;
         if token.tls.insecure_skip_verify {
             log::warn!(

@@ -661,7 +661,12 @@ fn two_hundred_tokens_at_once() {
     };
     for (i, m) in made.iter().enumerate() {
         let name = format!("t{i:03}");
-        assert_eq!(s.renewals(&name, "failure"), 0.0, "{name}: {}", exporter.log());
+        assert_eq!(
+            s.renewals(&name, "failure"),
+            0.0,
+            "{name}: {}",
+            exporter.log()
+        );
         assert_eq!(count(&m.accessor, "auth/token/lookup-self"), 1, "{name}");
         assert!(count(&m.accessor, "auth/token/renew-self") >= 1, "{name}");
     }

@@ -9,6 +9,7 @@ pub mod collector;
 pub mod error;
 pub mod family;
 pub mod parse;
+pub mod proxy;
 pub mod schedule;
 pub mod secret;
 pub mod source;
