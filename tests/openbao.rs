@@ -15,6 +15,10 @@ use common::openbao::{now, rfc3339, OpenBao, ROOT};
 use common::*;
 use serde_json::json;
 
+/// How far the exporter's expiry may be from OpenBao's: the lookup's `ttl` is whole
+/// seconds, plus the time the answer takes on a loaded machine.
+const EXPIRY_TOLERANCE: f64 = 2.0;
+
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
@@ -244,6 +248,13 @@ fn every_token_kind_behaves_as_openbao_sees_it() {
         s.state("revoked").as_deref() == Some("renewing")
     });
     assert_eq!(s.failures("revoked", "permission_denied"), 1.0);
+    assert!(
+        lines_of(&exporter.log(), "revoked")
+            .iter()
+            .any(|l| l.contains("the token is invalid, rotate the token")),
+        "a revoked token is called dead: {}",
+        exporter.log()
+    );
     assert_eq!(bao.calls_of(&replacement.accessor, "lookup-self").len(), 1);
 
     // The max TTL: capped within one renewal, then expired, and no request after capping.
@@ -258,7 +269,7 @@ fn every_token_kind_behaves_as_openbao_sees_it() {
     assert_close(
         capped_expiry,
         bao_expiry(&bao, &capped.accessor, None),
-        1.5,
+        EXPIRY_TOLERANCE,
         "capped expiry vs OpenBao",
     );
     assert!(
@@ -275,7 +286,7 @@ fn every_token_kind_behaves_as_openbao_sees_it() {
         s.of("vault_token_expiry_timestamp_seconds", "service", &[])
             .unwrap(),
         bao_expiry(&bao, &service.accessor, None),
-        1.5,
+        EXPIRY_TOLERANCE,
         "service expiry vs OpenBao",
     );
     let lookups = bao.calls_of(&service.accessor, "lookup-self");
@@ -283,7 +294,7 @@ fn every_token_kind_behaves_as_openbao_sees_it() {
     assert_eq!(lookups.len(), 1, "one start-up lookup");
     let first_after = renewals[0] - lookups[0];
     assert!(
-        (0.4 * 7.0 - 0.2..=0.5 * 8.0 + 0.2).contains(&first_after),
+        (0.4 * 7.0 - 0.2..=0.5 * 8.0 + 0.6).contains(&first_after),
         "renewed {first_after}s after the lookup of an 8 s token: about half its TTL"
     );
 
@@ -295,7 +306,7 @@ fn every_token_kind_behaves_as_openbao_sees_it() {
         s.of("vault_token_expiry_timestamp_seconds", "in_ns", &[])
             .unwrap(),
         bao_expiry(&bao, &in_ns.accessor, Some("team-a")),
-        1.5,
+        EXPIRY_TOLERANCE,
         "namespaced expiry vs OpenBao",
     );
 
@@ -342,7 +353,7 @@ fn every_token_kind_behaves_as_openbao_sees_it() {
             s.of("vault_token_expiry_timestamp_seconds", vault, &[])
                 .unwrap(),
             rfc3339(view["expire_time"].as_str().unwrap()),
-            1.5,
+            EXPIRY_TOLERANCE,
             vault,
         );
     }
@@ -436,7 +447,7 @@ fn env_mode_renews_the_token_bao_login_wrote() {
         s.of("vault_token_expiry_timestamp_seconds", "default", &[])
             .unwrap(),
         bao_expiry(&bao, &made.accessor, None),
-        1.5,
+        EXPIRY_TOLERANCE,
         "expiry vs OpenBao",
     );
     let log = exporter.log();
@@ -481,7 +492,7 @@ fn a_sealed_then_a_stopped_server_cost_no_token() {
         s.of("vault_token_expiry_timestamp_seconds", "t", &[])
             .unwrap(),
         bao_expiry(&bao, &made.accessor, None),
-        1.5,
+        EXPIRY_TOLERANCE,
         "expiry after unsealing vs OpenBao",
     );
     let renewed = s.renewals("t", "success");
@@ -506,7 +517,7 @@ fn a_sealed_then_a_stopped_server_cost_no_token() {
         s.of("vault_token_expiry_timestamp_seconds", "t", &[])
             .unwrap(),
         bao_expiry(&bao, &made.accessor, None),
-        1.5,
+        EXPIRY_TOLERANCE,
         "expiry after SIGCONT vs OpenBao",
     );
 }
@@ -555,7 +566,7 @@ fn a_rate_limit_quota_is_counted_and_waited_out() {
         s.of("vault_token_expiry_timestamp_seconds", "t", &[])
             .unwrap(),
         bao_expiry(&bao, &made.accessor, None),
-        1.5,
+        EXPIRY_TOLERANCE,
         "expiry vs OpenBao",
     );
     let calls = bao.calls_of(&made.accessor, "renew-self");
@@ -616,7 +627,7 @@ fn tls_with_a_ca_file_vault_cacert_and_a_wrong_server_name() {
         s.of("vault_token_expiry_timestamp_seconds", "good", &[])
             .unwrap(),
         bao_expiry(&bao, &good.accessor, None),
-        1.5,
+        EXPIRY_TOLERANCE,
         "expiry over TLS vs OpenBao",
     );
     assert_eq!(s.state("misnamed").as_deref(), Some("unknown"));
@@ -676,7 +687,7 @@ fn two_hundred_tokens_at_once() {
             s.of("vault_token_expiry_timestamp_seconds", &name, &[])
                 .unwrap(),
             bao_expiry(&bao, &made[i].accessor, None),
-            1.5,
+            EXPIRY_TOLERANCE,
             &name,
         );
     }
