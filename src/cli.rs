@@ -26,7 +26,9 @@ fn command() -> Command {
         .after_help(
             "Without --config.file, watches one token named `default` configured as the Vault CLI is: \
              VAULT_ADDR, VAULT_TOKEN (else ~/.vault-token), VAULT_NAMESPACE, VAULT_CACERT, VAULT_CAPATH, \
-             VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME, VAULT_SKIP_VERIFY.",
+             VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME, VAULT_SKIP_VERIFY; OpenBao's \
+             BAO_* names where the VAULT_* one is unset. HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply as \
+             for the Vault CLI.",
         )
         .arg(
             Arg::new("config.file")
