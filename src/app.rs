@@ -77,7 +77,7 @@ pub fn check_clients(tokens: &[TokenConfig]) -> Result<(), ConfigError> {
 
 pub(crate) fn client(agents: &Agents, token: &TokenConfig) -> Result<VaultClient, ConfigError> {
     let agent = agents
-        .get(&token.tls)
+        .for_address(&token.address, &token.tls)
         .map_err(|e| ConfigError(format!("vault {:?}: tls: {e}", token.name)))?;
     Ok(VaultClient::new(
         agent,

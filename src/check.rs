@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use collectors::client::{Agents, VaultApi};
 use collectors::logfmt::Value;
-use collectors::parse::Lookup;
+use collectors::parse::{format_rfc3339, Lookup};
 use collectors::state::TokenStatus;
+use collectors::worker::{max_expiry, status_after_lookup};
 
 use crate::app;
 use crate::config::{ConfigError, TokenConfig};
@@ -21,6 +22,8 @@ struct Verdict {
     status: TokenStatus,
     /// Seconds left, when the token expires.
     time_left: Option<u64>,
+    /// When the token dies whatever renewals do (Unix seconds), when known.
+    max_expiry: Option<f64>,
     /// The failure reason, when the lookup failed.
     reason: Option<&'static str>,
 }
@@ -61,11 +64,13 @@ pub fn run(tokens: &[TokenConfig], out: &mut dyn Write) -> Result<bool, ConfigEr
                 (_, Some(secs)) => human(Duration::from_secs(secs)),
                 (_, None) => "unknown".to_owned(),
             };
-            // The max expiry (`issue_time` + `explicit_max_ttl`) is not in a lookup's
-            // parsed fields yet: unknown until it is.
+            let max_expiry = v
+                .max_expiry
+                .map(format_rfc3339)
+                .unwrap_or_else(|| "unknown".to_owned());
             let _ = writeln!(
                 out,
-                "vault={} state={} time_left={time_left} max_expiry=unknown reason={}",
+                "vault={} state={} time_left={time_left} max_expiry={max_expiry} reason={}",
                 Value(&token.name),
                 v.status.as_str(),
                 v.reason.unwrap_or("none"),
@@ -79,6 +84,7 @@ fn verdict(token: &TokenConfig, client: &dyn VaultApi) -> Verdict {
     let failed = |status, reason| Verdict {
         status,
         time_left: None,
+        max_expiry: None,
         reason: Some(reason),
     };
     let secret = match token.source.read() {
@@ -86,27 +92,18 @@ fn verdict(token: &TokenConfig, client: &dyn VaultApi) -> Verdict {
         Err(_) => return failed(TokenStatus::Unknown, "token_source"),
     };
     match client.lookup_self(&secret) {
-        Ok(lookup) => looked_up(&lookup),
+        Ok(lookup) => looked_up(&lookup, token.renew.max_ttl),
         Err(e) if e.is_fatal_for_token() => failed(TokenStatus::Invalid, e.reason().as_str()),
         Err(e) => failed(TokenStatus::Unknown, e.reason().as_str()),
     }
 }
 
 /// The state the renewal worker would give the token after this lookup.
-fn looked_up(lookup: &Lookup) -> Verdict {
-    let renewable = lookup.renewable.unwrap_or(lookup.ttl > 0) && lookup.token_type != "batch";
-    let status = if lookup.never_expires() {
-        TokenStatus::NeverExpires
-    } else if lookup.ttl == 0 {
-        TokenStatus::Expired
-    } else if !renewable {
-        TokenStatus::NotRenewable
-    } else {
-        TokenStatus::Renewing
-    };
+fn looked_up(lookup: &Lookup, configured_max_ttl: Option<Duration>) -> Verdict {
     Verdict {
-        status,
+        status: status_after_lookup(lookup),
         time_left: (!lookup.never_expires()).then_some(lookup.ttl),
+        max_expiry: max_expiry(lookup, configured_max_ttl),
         reason: None,
     }
 }

@@ -45,7 +45,9 @@ fn command() -> Command {
         .after_help(
             "Without --config.file, watches one token named `default` configured as the Vault CLI is: \
              VAULT_ADDR, VAULT_TOKEN (else ~/.vault-token), VAULT_NAMESPACE, VAULT_CACERT, VAULT_CAPATH, \
-             VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME, VAULT_SKIP_VERIFY.",
+             VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME, VAULT_SKIP_VERIFY; OpenBao's \
+             BAO_* names where the VAULT_* one is unset. HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply as \
+             for the Vault CLI.",
         )
         .arg(
             Arg::new("config.file")
@@ -73,6 +75,7 @@ fn command() -> Command {
                 .long("web.telemetry-path")
                 .value_name("PATH")
                 .default_value("/metrics")
+                .value_parser(telemetry_path)
                 .help("Path under which to expose metrics"),
         )
         .arg(
@@ -150,6 +153,23 @@ fn command() -> Command {
             );
     }
     cmd
+}
+
+/// Paths the exporter serves itself; metrics there would hide them or be hidden.
+const RESERVED_PATHS: [&str; 4] = ["/", "/-/healthy", "/-/ready", "/-/reload"];
+
+/// `--web.telemetry-path`: an absolute path that is not one of the exporter's own pages.
+fn telemetry_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with /"));
+    }
+    if RESERVED_PATHS.contains(&path) {
+        return Err(format!(
+            "{path:?} is taken by the exporter itself ({})",
+            RESERVED_PATHS.join(", ")
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 /// Parses `args` (program name first); clap prints help, version or a usage error and exits.

@@ -110,6 +110,7 @@ pub fn parse_config(
             .name
             .filter(|n| !n.trim().is_empty())
             .ok_or_else(|| fail("name", "is required"))?;
+        check_name(&name).map_err(|why| fail("name", why))?;
         if !names.insert(name.clone()) {
             return Err(fail("name", &format!("duplicate name {name:?}")));
         }
@@ -229,12 +230,33 @@ fn is_env_var_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Longest `name`: it becomes a label value on every series of the token.
+const MAX_NAME_CHARS: usize = 128;
+
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err("must be at most 128 characters (it becomes the `vault` label)");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must hold printable characters only, no control characters");
+    }
+    Ok(())
+}
+
+/// An http(s) URL with a host, as ureq will need it.
 fn check_address(address: &str) -> Result<(), String> {
     let rest = address
         .strip_prefix("http://")
         .or_else(|| address.strip_prefix("https://"))
         .ok_or_else(|| format!("{address:?} must start with http:// or https://"))?;
+    // The URL standard reads `http:///v1` as host `v1`; an operator meant no host.
     if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{address:?} has no host"));
+    }
+    let url = url::Url::parse(address).map_err(|e| {
+        format!("{address:?} is not a URL like https://vault.example.com:8200 ({e})")
+    })?;
+    if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("{address:?} has no host"));
     }
     Ok(())
@@ -242,41 +264,53 @@ fn check_address(address: &str) -> Result<(), String> {
 
 /// The single token of env mode, read as the Vault CLI does: `VAULT_ADDR`, `VAULT_TOKEN`
 /// (else the token helper's file `~/.vault-token`), `VAULT_NAMESPACE` and the TLS variables.
+/// OpenBao's CLI reads the same names with `BAO_`: each is used where its `VAULT_` twin is
+/// unset, so an OpenBao user's environment works as it is.
 pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<TokenConfig, ConfigError> {
-    let var = |k: &str| env(k).filter(|v| !v.is_empty());
+    // (the variable that was set, its value), `VAULT_` first.
+    let var = |suffix: &str| {
+        ["VAULT_", "BAO_"].iter().find_map(|prefix| {
+            let name = format!("{prefix}{suffix}");
+            env(&name).filter(|v| !v.is_empty()).map(|v| (name, v))
+        })
+    };
+    let value = |suffix: &str| var(suffix).map(|(_, v)| v);
     let fail = |k: &str, why: &str| ConfigError(format!("invalid environment: {k}: {why}"));
-    let address = var("VAULT_ADDR").unwrap_or_else(|| "https://127.0.0.1:8200".into());
-    check_address(&address).map_err(|why| fail("VAULT_ADDR", &why))?;
-    let source = match var("VAULT_TOKEN").and_then(|t| Token::new(&t)) {
-        Some(token) => TokenSource::Value(token),
+    let (address_from, address) =
+        var("ADDR").unwrap_or_else(|| ("the default".into(), "https://127.0.0.1:8200".into()));
+    check_address(&address).map_err(|why| fail(&address_from, &why))?;
+    let (source, token_from) = match var("TOKEN").and_then(|(k, t)| Some((k, Token::new(&t)?))) {
+        Some((name, token)) => (TokenSource::Value(token), name),
         None => {
-            let home = var("HOME").ok_or_else(|| {
+            let home = env("HOME").filter(|h| !h.is_empty()).ok_or_else(|| {
                 fail(
                     "VAULT_TOKEN",
-                    "not set, and HOME is not set to find ~/.vault-token",
+                    "neither VAULT_TOKEN nor BAO_TOKEN is set, and HOME is not set to find ~/.vault-token",
                 )
             })?;
             let path = PathBuf::from(home).join(".vault-token");
             if !path.exists() {
                 return Err(fail(
                     "VAULT_TOKEN",
-                    &format!("not set and {} does not exist (log in with `vault login` or set VAULT_TOKEN)", path.display()),
+                    &format!("neither VAULT_TOKEN nor BAO_TOKEN is set and {} does not exist (log in with `vault login` or `bao login`, or set VAULT_TOKEN)", path.display()),
                 ));
             }
-            TokenSource::File(path)
+            let from = format!("the token helper file {}", path.display());
+            (TokenSource::File(path), from)
         }
     };
-    let insecure_skip_verify = match var("VAULT_SKIP_VERIFY") {
+    let insecure_skip_verify = match var("SKIP_VERIFY") {
         None => false,
-        Some(v) => parse_go_bool(&v)
-            .ok_or_else(|| fail("VAULT_SKIP_VERIFY", &format!("{v:?} is not a boolean")))?,
+        Some((name, v)) => {
+            parse_go_bool(&v).ok_or_else(|| fail(&name, &format!("{v:?} is not a boolean")))?
+        }
     };
     let tls = TlsSettings {
-        ca_file: var("VAULT_CACERT").map(PathBuf::from),
-        ca_path: var("VAULT_CAPATH").map(PathBuf::from),
-        cert_file: var("VAULT_CLIENT_CERT").map(PathBuf::from),
-        key_file: var("VAULT_CLIENT_KEY").map(PathBuf::from),
-        server_name: var("VAULT_TLS_SERVER_NAME"),
+        ca_file: value("CACERT").map(PathBuf::from),
+        ca_path: value("CAPATH").map(PathBuf::from),
+        cert_file: value("CLIENT_CERT").map(PathBuf::from),
+        key_file: value("CLIENT_KEY").map(PathBuf::from),
+        server_name: value("TLS_SERVER_NAME"),
         insecure_skip_verify,
     };
     if tls.cert_file.is_some() != tls.key_file.is_some() {
@@ -285,16 +319,21 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<TokenConfig, Con
             "both client cert and client key must be provided",
         ));
     }
-    let timeout = match var("VAULT_CLIENT_TIMEOUT") {
+    let timeout = match var("CLIENT_TIMEOUT") {
         None => DEFAULT_TIMEOUT,
-        Some(v) => parse_duration(&v)
+        Some((name, v)) => parse_duration(&v)
             .filter(|d| !d.is_zero())
-            .ok_or_else(|| fail("VAULT_CLIENT_TIMEOUT", &format!("{v:?} is not a duration")))?,
+            .ok_or_else(|| fail(&name, &format!("{v:?} is not a duration")))?,
     };
+    // Which of the two families won is the first thing to know when the exporter talks to
+    // the wrong server; the token itself is never named.
+    log::info!(
+        "env mode: vault=default address {address} (from {address_from}), token from {token_from}"
+    );
     Ok(TokenConfig {
         name: "default".into(),
         address: address.trim_end_matches('/').to_owned(),
-        namespace: var("VAULT_NAMESPACE"),
+        namespace: value("NAMESPACE"),
         source,
         tls,
         timeout,
@@ -435,6 +474,66 @@ mod tests {
         let t = from_env(&env).unwrap();
         assert!(matches!(&t.source, TokenSource::File(p) if p.ends_with(".vault-token")));
         assert_eq!(t.address, "https://127.0.0.1:8200");
+    }
+
+    #[test]
+    fn env_mode_reads_openbao_names_where_the_vault_ones_are_unset() {
+        let vars: HashMap<&str, &str> = [
+            ("BAO_ADDR", "http://bao:8200"),
+            ("BAO_TOKEN", "s.BAO"),
+            ("BAO_NAMESPACE", "team-a"),
+            ("BAO_CACERT", "/bao-ca.pem"),
+            ("VAULT_CACERT", "/vault-ca.pem"),
+            ("BAO_TLS_SERVER_NAME", "bao.internal"),
+            ("BAO_SKIP_VERIFY", "1"),
+        ]
+        .into();
+        let t = from_env(&|k| vars.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(t.address, "http://bao:8200");
+        assert!(matches!(&t.source, TokenSource::Value(tok) if tok.expose() == "s.BAO"));
+        assert_eq!(t.namespace.as_deref(), Some("team-a"));
+        assert_eq!(t.tls.ca_file.as_deref(), Some(Path::new("/vault-ca.pem")));
+        assert_eq!(t.tls.server_name.as_deref(), Some("bao.internal"));
+        assert!(t.tls.insecure_skip_verify);
+        let both: HashMap<&str, &str> = [
+            ("VAULT_TOKEN", "hvs.V"),
+            ("BAO_TOKEN", "s.B"),
+            ("BAO_ADDR", "x"),
+        ]
+        .into();
+        let err = from_env(&|k| both.get(k).map(|v| v.to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("BAO_ADDR"),
+            "names the variable it read: {err}"
+        );
+    }
+
+    #[test]
+    fn names_are_printable_and_bounded_and_addresses_are_urls_with_a_host() {
+        assert!(check_name(&"a".repeat(128)).is_ok());
+        assert!(check_name(&"é".repeat(128)).is_ok());
+        assert!(check_name(&"a".repeat(129)).is_err());
+        assert!(check_name("prod\tbad").is_err());
+        assert!(check_name("prod\u{7f}").is_err());
+        for good in [
+            "http://127.0.0.1:8200",
+            "https://vault.example.com",
+            "https://[::1]:8200/",
+        ] {
+            assert!(check_address(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "vault:8200",
+            "ftp://vault",
+            "https://",
+            "http:///v1",
+            "https://vault:99999",
+            "http//vault",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

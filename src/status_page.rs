@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use collectors::error::Reason;
 use collectors::health::HealthSnapshot;
+use collectors::parse::format_rfc3339;
 use collectors::state::{Snapshot, TokenStatus};
 
 /// One token, as the page shows it.
@@ -181,24 +182,7 @@ fn format_duration(seconds: f64) -> String {
 
 /// `2026-12-03 14:05:09 UTC`.
 fn format_utc(unix: f64) -> String {
-    let secs = unix.floor() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format_rfc3339(unix).replace('T', " ").replace('Z', " UTC")
 }
 
 const HEAD: &str = r#"<!DOCTYPE html>

@@ -633,3 +633,116 @@ fn log_level_flag_wins_over_rust_log() {
     );
     assert!(from_flag.contains(" INFO "));
 }
+
+#[test]
+fn a_bad_name_or_address_exits_2_naming_the_key_and_the_file() {
+    let entry = |name: &str, address: &str| {
+        format!("vaults:\n  - name: {name}\n    address: {address}\n    token_file: /run/token\n")
+    };
+    let long = "n".repeat(129);
+    config_error(
+        "name-too-long",
+        &entry(&long, "http://127.0.0.1:8200"),
+        "vaults[0].name",
+    );
+    // A tab in a double-quoted YAML string: a control character in a label value.
+    config_error(
+        "name-control",
+        &entry("\"prod\\tbad\"", "http://127.0.0.1:8200"),
+        "vaults[0].name",
+    );
+    for (case, address) in [
+        ("address-no-scheme", "vault.example.com:8200"),
+        ("address-ftp", "ftp://vault.example.com"),
+        ("address-no-host", "https://"),
+        ("address-bad-port", "https://vault:99999"),
+    ] {
+        config_error(case, &entry("prod", address), "vaults[0].address");
+    }
+    // 128 characters is fine.
+    let fine = config("name-128", &entry(&"n".repeat(128), "http://127.0.0.1:1"));
+    let exporter = Exporter::start_in(fine.parent().unwrap().to_owned(), &[config_arg(&fine)], &[]);
+    assert_eq!(exporter.get("/-/healthy").0, 200);
+}
+
+#[test]
+fn a_telemetry_path_that_is_not_a_free_absolute_path_exits_2() {
+    for path in ["metrics", "", "/", "/-/healthy", "/-/ready", "/-/reload"] {
+        let flag = format!("--web.telemetry-path={path}");
+        let (code, _, stderr) = run_to_exit(
+            &["--web.listen-address=127.0.0.1:0", &flag],
+            &[
+                ("VAULT_TOKEN", "hvs.unused"),
+                ("VAULT_ADDR", "http://127.0.0.1:1"),
+            ],
+        );
+        assert_eq!(code, 2, "{path:?}: {stderr}");
+        assert!(
+            stderr.contains("--web.telemetry-path"),
+            "{path:?}: {stderr}"
+        );
+        assert!(!stderr.contains("listening on"), "{path:?}: {stderr}");
+    }
+}
+
+#[test]
+fn env_mode_reads_openbao_variables_and_says_which_it_chose() {
+    let vault = VaultDouble::start();
+    let token = vault.add_token(TokenSpec::service(60));
+    let dir = temp_dir("env-bao");
+    let home = dir.to_str().unwrap().to_owned();
+    let url = vault.url();
+    let exporter = Exporter::start_in(
+        dir,
+        &[],
+        &[
+            ("BAO_ADDR", url.as_str()),
+            ("BAO_TOKEN", token.as_str()),
+            ("BAO_NAMESPACE", "team-bao"),
+            ("HOME", home.as_str()),
+        ],
+    );
+    exporter.wait_for(secs(5.0), "the BAO_TOKEN token renewing", |s| {
+        s.state("default").as_deref() == Some("renewing")
+    });
+    let seen = vault.requests_for(&token);
+    assert_eq!(seen[0].namespace.as_deref(), Some("team-bao"));
+    let log = exporter.log();
+    let chosen = log
+        .lines()
+        .find(|l| l.contains("env mode"))
+        .unwrap_or_else(|| panic!("no start-up line naming the choice:\n{log}"));
+    assert!(
+        chosen.contains(&url) && chosen.contains("BAO_ADDR"),
+        "{chosen}"
+    );
+    assert!(chosen.contains("token from BAO_TOKEN"), "{chosen}");
+    assert!(!log.contains(&token), "never the token:\n{log}");
+}
+
+#[test]
+fn a_fifo_as_token_file_is_a_token_source_failure_not_a_blocked_worker() {
+    let vault = VaultDouble::start();
+    let token = vault.add_token(TokenSpec::service(60));
+    let dir = temp_dir("fifo-token");
+    let fifo = dir.join("token");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let good = dir.join("good-token");
+    write_token(&good, &token);
+    let yaml = format!(
+        "vaults:\n{}{}",
+        file_entry("fifo", &vault.url(), &fifo, ""),
+        file_entry("good", &vault.url(), &good, "")
+    );
+    let exporter = Exporter::with_config("fifo-token-run", &yaml, &[]);
+    // Nobody ever writes to the FIFO: a blocking open would leave `fifo` at 0 failures.
+    let s = exporter.wait_for(secs(5.0), "a token_source failure for the FIFO", |s| {
+        s.failures("fifo", "token_source") >= 1.0 && s.state("good").as_deref() == Some("renewing")
+    });
+    assert_eq!(s.state("fifo").as_deref(), Some("unknown"));
+    exporter.wait_for_log(secs(1.0), "not a regular file (a named pipe)");
+}

@@ -21,6 +21,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::error::VaultError;
 use crate::parse::{parse_error_messages, parse_lookup, parse_renewal, Lookup, Renewal};
+use crate::proxy::ProxyEnv;
 use crate::secret::Token;
 
 /// Largest body we read; Vault's token answers are a few KiB.
@@ -58,20 +59,55 @@ pub struct TlsSettings {
 #[error("{0}")]
 pub struct TlsConfigError(String);
 
-/// Builds HTTP agents, one per TLS setting, so that 1000 tokens on one Vault share one
-/// connection pool and one TLS context instead of 1000.
-#[derive(Default)]
+/// Builds HTTP agents, one per TLS setting and proxy, so that 1000 tokens on one Vault
+/// share one connection pool and one TLS context instead of 1000.
 pub struct Agents {
-    by_tls: Mutex<HashMap<TlsSettings, ureq::Agent>>,
+    by_tls: Mutex<HashMap<(TlsSettings, Option<String>), ureq::Agent>>,
+    proxies: ProxyEnv,
+}
+
+impl Default for Agents {
+    /// Agents that take the proxy variables of the process environment.
+    fn default() -> Self {
+        Agents::with_proxies(ProxyEnv::from_process())
+    }
 }
 
 impl Agents {
-    /// The agent for `tls`, built on first use.
+    /// Agents that use `proxies` rather than the process environment's.
+    pub fn with_proxies(proxies: ProxyEnv) -> Agents {
+        Agents {
+            by_tls: Mutex::default(),
+            proxies,
+        }
+    }
+
+    /// The agent for calls to `address` with `tls`: through the proxy the environment
+    /// names for it, if any.
+    pub fn for_address(
+        &self,
+        address: &str,
+        tls: &TlsSettings,
+    ) -> Result<ureq::Agent, TlsConfigError> {
+        self.build(tls, self.proxies.proxy_for(address))
+    }
+
+    /// The agent for `tls`, without a proxy, built on first use.
     pub fn get(&self, tls: &TlsSettings) -> Result<ureq::Agent, TlsConfigError> {
+        self.build(tls, None)
+    }
+
+    fn build(
+        &self,
+        tls: &TlsSettings,
+        proxy: Option<String>,
+    ) -> Result<ureq::Agent, TlsConfigError> {
+        let key = (tls.clone(), proxy);
         let mut by_tls = self.by_tls.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(agent) = by_tls.get(tls) {
+        if let Some(agent) = by_tls.get(&key) {
             return Ok(agent.clone());
         }
+        let (tls, proxy) = (&key.0, &key.1);
         let config = Arc::new(tls_client_config(tls)?);
         let builder = match &tls.server_name {
             // As VAULT_TLS_SERVER_NAME does for Vault's client: the name is the SNI sent and
@@ -82,11 +118,17 @@ impl Agents {
             })),
             None => ureq::AgentBuilder::new().tls_config(config),
         };
+        let builder = match proxy {
+            Some(url) => builder.proxy(ureq::Proxy::new(url).map_err(|e| {
+                TlsConfigError(format!("unusable proxy {url:?} (from HTTP(S)_PROXY): {e}"))
+            })?),
+            None => builder,
+        };
         let agent = builder
             .redirects(0)
             .user_agent(concat!("vault-token-exporter/", env!("CARGO_PKG_VERSION")))
             .build();
-        by_tls.insert(tls.clone(), agent.clone());
+        by_tls.insert(key.clone(), agent.clone());
         Ok(agent)
     }
 }
@@ -496,16 +538,21 @@ pub(crate) fn transport_error(t: &ureq::Transport) -> VaultError {
                 return VaultError::Timeout;
             }
             if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                return VaultError::Tls(tls.to_string());
+                return tls_error(tls);
             }
         }
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return VaultError::Tls(tls.to_string());
+            return tls_error(tls);
         }
         source = err.source();
     }
     let detail = match t.kind() {
-        ureq::ErrorKind::Dns => "dns lookup failed".to_owned(),
+        ureq::ErrorKind::Dns => {
+            let host = t.url().and_then(|u| u.host_str()).unwrap_or("the host");
+            // The resolver's own words ("Name or service not known"), not io's kind.
+            let why = t.source().map(|e| format!(": {e}")).unwrap_or_default();
+            return VaultError::Network(format!("cannot resolve {host}{why}"));
+        }
         ureq::ErrorKind::ConnectionFailed => "connection failed".to_owned(),
         kind => kind.to_string(),
     };
@@ -515,6 +562,18 @@ pub(crate) fn transport_error(t: &ureq::Transport) -> VaultError {
         .map(|io| format!(": {}", io.kind()))
         .unwrap_or_default();
     VaultError::Network(format!("{}{cause}", detail.to_lowercase()))
+}
+
+/// A TLS failure in words an operator can act on.
+fn tls_error(e: &rustls::Error) -> VaultError {
+    use rustls::InvalidMessage;
+    match e {
+        // What rustls makes of an HTTP answer to its ClientHello.
+        rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType) => VaultError::Tls(
+            "the server answered in plain HTTP, not TLS: use an http:// address, or enable TLS on Vault's listener".into(),
+        ),
+        e => VaultError::Tls(e.to_string()),
+    }
 }
 
 impl VaultApi for VaultClient {
@@ -653,6 +712,100 @@ mod tests {
         };
         let err = tls_client_config(&tls).unwrap_err().to_string();
         assert!(err.contains("both client cert and client key"), "{err}");
+    }
+
+    fn client(address: &str) -> VaultClient {
+        let agent = Agents::default().get(&TlsSettings::default()).unwrap();
+        VaultClient::new(agent, address, None, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn https_against_a_plain_http_server_says_so() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 512];
+            let _ = conn.read(&mut hello);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        let err = client(&format!("https://127.0.0.1:{port}"))
+            .lookup_self(&token())
+            .unwrap_err();
+        server.join().unwrap();
+        assert_eq!(err.reason(), crate::error::Reason::Tls);
+        let text = err.to_string();
+        assert!(
+            text.contains("plain HTTP") && text.contains("http://"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unresolvable_host_is_named() {
+        // `.invalid` never resolves (RFC 2606).
+        let err = client("http://vault.example.invalid:8200")
+            .lookup_self(&token())
+            .unwrap_err();
+        assert_eq!(err.reason(), crate::error::Reason::Network);
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot resolve vault.example.invalid"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_vault_behind_a_proxy_is_reached_through_it() {
+        use std::io::{BufRead, BufReader, Write};
+        // A proxy that answers the request itself, as the Vault behind it would.
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (conn, _) = proxy.accept().unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let body = br#"{"data":{"ttl":60,"expire_time":"2030-01-01T00:00:00Z","renewable":true,"policies":["default"]}}"#;
+            let mut conn = conn;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(body);
+            request_line
+        });
+        let vars = [
+            ("HTTP_PROXY".to_string(), format!("http://{proxy_addr}")),
+            ("NO_PROXY".to_string(), "direct.example".to_string()),
+        ];
+        let proxies =
+            ProxyEnv::from_env(&|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()));
+        let agents = Agents::with_proxies(proxies);
+        // `.invalid` never resolves: only the proxy can have answered.
+        let address = "http://vault.example.invalid:8200";
+        let agent = agents
+            .for_address(address, &TlsSettings::default())
+            .unwrap();
+        let client = VaultClient::new(agent, address, None, Duration::from_secs(5));
+        let lookup = client.lookup_self(&token()).unwrap();
+        assert_eq!(lookup.ttl, 60);
+        let request_line = server.join().unwrap();
+        assert!(
+            request_line
+                .starts_with("GET http://vault.example.invalid:8200/v1/auth/token/lookup-self"),
+            "{request_line}"
+        );
+        // NO_PROXY and loopback go direct: the same agent as without a proxy.
+        agents
+            .for_address("http://direct.example:8200", &TlsSettings::default())
+            .unwrap();
+        agents
+            .for_address("http://127.0.0.1:8200", &TlsSettings::default())
+            .unwrap();
+        assert_eq!(agents.by_tls.lock().unwrap().len(), 2);
     }
 
     #[test]

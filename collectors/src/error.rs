@@ -113,6 +113,21 @@ impl VaultError {
         }
     }
 
+    /// True for a 403 whose body says the token is valid but its policy denies the path:
+    /// Vault and OpenBao answer that with the multierror form `1 error occurred: permission
+    /// denied`, and a dead token with plain `permission denied` (or, from Vault 1.17, with
+    /// `invalid token` added).
+    pub fn denied_by_policy(&self) -> bool {
+        match self {
+            VaultError::PermissionDenied { message } => {
+                message.contains("1 error occurred")
+                    && message.contains("permission denied")
+                    && !message.contains("invalid token")
+            }
+            _ => false,
+        }
+    }
+
     /// True when only a new token can help: retrying the same one would just hammer Vault.
     pub fn is_fatal_for_token(&self) -> bool {
         matches!(
@@ -147,5 +162,19 @@ mod tests {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
+    }
+
+    #[test]
+    fn a_policy_denial_is_told_apart_from_a_dead_token_by_the_403_body() {
+        let denied = |message: &str| VaultError::PermissionDenied {
+            message: message.into(),
+        };
+        // The bodies as the client sanitises them (whitespace folded to one space).
+        assert!(denied("1 error occurred: * permission denied").denied_by_policy());
+        assert!(!denied("permission denied").denied_by_policy());
+        assert!(
+            !denied("2 errors occurred: * permission denied * invalid token").denied_by_policy()
+        );
+        assert!(!VaultError::TokenNotFound.denied_by_policy());
     }
 }

@@ -13,6 +13,7 @@ pub mod family;
 pub mod health;
 pub mod logfmt;
 pub mod parse;
+pub mod proxy;
 pub mod schedule;
 pub mod secret;
 pub mod source;

@@ -260,6 +260,33 @@ pub fn parse_rfc3339(text: &str) -> Option<f64> {
     Some(unix as f64 + fraction)
 }
 
+/// Unix seconds as RFC 3339 in UTC, to the second (`2026-12-03T14:05:09Z`): the inverse
+/// of [`parse_rfc3339`], for what the exporter prints.
+pub fn format_rfc3339(unix: f64) -> String {
+    let secs = unix.floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -372,6 +399,22 @@ mod tests {
             let messages = parse_error_messages(&body).unwrap_or_else(|| panic!("{name}"));
             assert!(!messages.is_empty(), "{name}");
         }
+    }
+
+    #[test]
+    fn use_limited_tokens_show_their_uses_and_others_none() {
+        let limited = parse_lookup(&captured("lookup-self.use-limit.200.openbao-2.7.2.json"));
+        assert_eq!(
+            limited.unwrap().num_uses,
+            4,
+            "-use-limit=5, one spent by the lookup"
+        );
+        let last = captured("lookup-self.use-limit-last-use.200.openbao-2.7.2.json");
+        assert_eq!(parse_lookup(&last).unwrap().num_uses, -1);
+        let service = captured("lookup-self.service.200.openbao-2.7.2.json");
+        assert_eq!(parse_lookup(&service).unwrap().num_uses, 0);
+        let wrong = br#"{"data":{"ttl":5,"num_uses":"3"}}"#;
+        assert!(parse_lookup(wrong).is_err());
     }
 
     #[test]
@@ -495,6 +538,21 @@ mod tests {
         );
         assert!(parse_renewal(br#"{"auth":null,"data":{}}"#).is_err());
         assert!(parse_renewal(br#"{"auth":{"lease_duration":5,"renewable":true}"#).is_err());
+    }
+
+    #[test]
+    fn formatted_times_parse_back() {
+        assert_eq!(format_rfc3339(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(951_782_400.0), "2000-02-29T00:00:00Z");
+        for t in [
+            0.0,
+            951_782_400.0,
+            1_735_059_206.0,
+            4_102_444_799.0,
+            -86_400.0,
+        ] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t + 0.9)), Some(t));
+        }
     }
 
     #[test]

@@ -52,14 +52,31 @@ impl TokenSource {
 
 fn read_token_file(path: &Path) -> Result<Token, SourceError> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let unreadable = |why: String| SourceError::Unreadable {
         path: path.to_owned(),
         why,
     };
-    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => SourceError::Missing(path.to_owned()),
-        kind => unreadable(kind.to_string()),
-    })?;
+    // Non-blocking, so that a FIFO nobody writes to cannot hang the worker in open(2);
+    // the file type is then checked on the opened file, before any read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            ErrorKind::NotFound => SourceError::Missing(path.to_owned()),
+            kind => unreadable(kind.to_string()),
+        })?;
+    let file_type = file
+        .metadata()
+        .map_err(|e| unreadable(e.kind().to_string()))?
+        .file_type();
+    if !file_type.is_file() {
+        return Err(unreadable(format!(
+            "not a regular file (a {})",
+            describe(file_type)
+        )));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_TOKEN_FILE + 1)
         .read_to_end(&mut bytes)
@@ -81,6 +98,22 @@ fn read_token_file(path: &Path) -> Result<Token, SourceError> {
         ));
     }
     Ok(token)
+}
+
+/// What a non-regular file is, for the error message.
+fn describe(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_fifo() {
+        "named pipe"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "device"
+    } else if file_type.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
 }
 
 /// A warning when a token file can be read by group or others, as ssh does for keys.
@@ -139,6 +172,24 @@ mod tests {
         let err = source.read().unwrap_err();
         assert!(matches!(err, SourceError::Unreadable { .. }));
         assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_at_once_without_blocking() {
+        let dir = temp_dir("fifo");
+        let fifo = dir.join("token");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        // Nobody writes to it: a blocking open would hang this test forever.
+        let err = TokenSource::File(fifo).read().unwrap_err().to_string();
+        assert!(err.contains("not a regular file (a named pipe)"), "{err}");
+        let err = TokenSource::File("/dev/null".into())
+            .read()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file (a device)"), "{err}");
+        let err = TokenSource::File(dir).read().unwrap_err().to_string();
+        assert!(err.contains("not a regular file (a directory)"), "{err}");
     }
 
     #[test]

@@ -66,6 +66,42 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The state a lookup puts a token in, before any renewal: what the worker does with it
+/// and what `vault-token-exporter check` reports.
+pub fn status_after_lookup(lookup: &Lookup) -> TokenStatus {
+    let renewable = says_renewable(lookup);
+    if lookup.never_expires() {
+        TokenStatus::NeverExpires
+    } else if lookup.ttl == 0 {
+        TokenStatus::Expired
+    } else if !renewable || lookup.num_uses != 0 {
+        TokenStatus::NotRenewable
+    } else {
+        TokenStatus::Renewing
+    }
+}
+
+/// Whether Vault calls the token renewable. The key is absent on old Vaults: a token that
+/// expires is then assumed renewable, and Vault's answer to the renewal settles it.
+fn says_renewable(lookup: &Lookup) -> bool {
+    lookup.renewable.unwrap_or(lookup.ttl > 0) && lookup.token_type != "batch"
+}
+
+/// When the token dies whatever renewals do (Unix seconds): its explicit max TTL, or the
+/// configured `max_ttl` (which a periodic token escapes), both from its issue time; the
+/// sooner wins. `None` when neither is known.
+pub fn max_expiry(lookup: &Lookup, configured_max_ttl: Option<Duration>) -> Option<f64> {
+    let configured = configured_max_ttl.filter(|_| lookup.period.is_none());
+    let max_ttl = match (lookup.explicit_max_ttl.map(Duration::from_secs), configured) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    lookup
+        .issue_time
+        .zip(max_ttl)
+        .map(|(issued, max)| issued + max.as_secs_f64())
+}
+
 /// Tunables of one worker; the defaults are the contract's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RenewSettings {
@@ -408,11 +444,9 @@ impl Worker {
             auth_path: lookup.path.clone(),
             policies: policies.join(","),
         });
-        // A key absent on old Vaults: a token that expires is then assumed renewable, and
-        // Vault's answer to the renewal settles it.
-        let renewable = lookup.renewable.unwrap_or(lookup.ttl > 0) && lookup.token_type != "batch";
-        self.state.set_renewable(renewable);
-        if lookup.never_expires() {
+        let status = status_after_lookup(lookup);
+        self.state.set_renewable(says_renewable(lookup));
+        if status == TokenStatus::NeverExpires {
             self.expires = None;
             self.state.expiry.clear();
             info!(
@@ -422,17 +456,23 @@ impl Worker {
             return self.stop(TokenStatus::NeverExpires, None);
         }
         self.set_expiry(lookup.ttl);
-        self.set_max_expiry(lookup);
-        if lookup.ttl == 0 {
-            return self.note_expiry();
+        match max_expiry(lookup, self.settings.max_ttl) {
+            Some(at) => self.state.max_expiry.set(at),
+            None => self.state.max_expiry.clear(),
         }
-        if !renewable {
-            return self.not_renewable("Vault says the token is not renewable");
-        }
-        if lookup.num_uses != 0 {
-            return self.not_renewable(
-                "it is use-limited (num_uses), and each renewal would spend one of the application's uses",
-            );
+        match status {
+            TokenStatus::Expired => return self.note_expiry(),
+            // Every renew-self would spend one of the application's uses, and the last one
+            // revokes the token: leave a use-limited token alone.
+            TokenStatus::NotRenewable if lookup.num_uses != 0 => {
+                return self.not_renewable(
+                    "the token is use-limited (num_uses > 0) and each renewal would spend one of its uses",
+                )
+            }
+            TokenStatus::NotRenewable => {
+                return self.not_renewable("Vault says the token is not renewable")
+            }
+            _ => {}
         }
         // The re-check of an invalid token renews at once: only a renewal tells a fixed
         // policy from one that still denies renew-self.
@@ -458,20 +498,6 @@ impl Worker {
         self.expires = Some(self.now() + ttl);
         self.expiry_logged = false;
         self.state.expiry.set(self.clock.unix() + ttl.as_secs_f64());
-    }
-
-    /// When the token dies whatever renewals do: its explicit max TTL, or the configured
-    /// `max_ttl` (which a periodic token escapes), both from its issue time; the sooner wins.
-    fn set_max_expiry(&mut self, lookup: &Lookup) {
-        let configured = self.settings.max_ttl.filter(|_| lookup.period.is_none());
-        let max_ttl = match (lookup.explicit_max_ttl.map(Duration::from_secs), configured) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match lookup.issue_time.zip(max_ttl) {
-            Some((issued, max)) => self.state.max_expiry.set(issued + max.as_secs_f64()),
-            None => self.state.max_expiry.clear(),
-        }
     }
 
     fn not_renewable(&mut self, why: &str) {
@@ -558,8 +584,14 @@ impl Worker {
             self.fresh = false;
             self.stop(TokenStatus::Invalid, Some(self.settings.invalid_recheck));
             self.state.count_failure(reason);
+            let verdict = match (e.denied_by_policy(), phase) {
+                // The token lives; a new one with the same policy would fail the same way.
+                (true, Phase::Renew) => "the token is valid but its policy lacks the `update` capability on auth/token/renew-self; grant it",
+                (true, _) => "the token is valid but its policy lacks the `read` capability on auth/token/lookup-self; grant it",
+                (false, _) => "the token is invalid, rotate the token",
+            };
             error!(
-                "vault token renewal failed vault={vault} reason={}: {e}; the token is invalid, rotate the token",
+                "vault token renewal failed vault={vault} reason={}: {e}; {verdict}",
                 reason.as_str()
             );
             return;

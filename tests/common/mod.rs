@@ -2,6 +2,7 @@
 //! scrape it, and wait for conditions without fixed sleeps.
 #![allow(dead_code)]
 
+pub mod openbao;
 pub mod pki;
 
 use std::collections::BTreeMap;
@@ -223,7 +224,12 @@ impl Exporter {
     /// Starts the binary in `dir` with `args` and extra environment `env`; waits for
     /// `listening on` (10 s at most).
     pub fn start_in(dir: PathBuf, args: &[String], env: &[(&str, &str)]) -> Exporter {
-        let mut cmd = Command::new(BIN);
+        Self::start_bin(Path::new(BIN), dir, args, env)
+    }
+
+    /// [`Exporter::start_in`] with another build of the binary (the release one).
+    pub fn start_bin(bin: &Path, dir: PathBuf, args: &[String], env: &[(&str, &str)]) -> Exporter {
+        let mut cmd = Command::new(bin);
         if !args.iter().any(|a| a.starts_with("--web.listen-address")) {
             cmd.arg("--web.listen-address=127.0.0.1:0");
         }
@@ -240,6 +246,12 @@ impl Exporter {
             "VAULT_CACERT",
             "VAULT_CAPATH",
             "VAULT_SKIP_VERIFY",
+            "BAO_ADDR",
+            "BAO_TOKEN",
+            "BAO_NAMESPACE",
+            "BAO_CACERT",
+            "BAO_CAPATH",
+            "BAO_SKIP_VERIFY",
         ] {
             if !env.iter().any(|(e, _)| *e == k) {
                 cmd.env_remove(k);
@@ -399,7 +411,9 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String)
     cmd.args(args)
         .stdin(Stdio::null())
         .env_remove("VAULT_TOKEN")
-        .env_remove("VAULT_ADDR");
+        .env_remove("VAULT_ADDR")
+        .env_remove("BAO_TOKEN")
+        .env_remove("BAO_ADDR");
     cmd.envs(env.iter().copied());
     let mut child = cmd
         .stdout(Stdio::piped())
