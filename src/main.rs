@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use vault_token_exporter::{app, cli, config, demo, logging, server, signals};
+use vault_token_exporter::{app, cli, config, demo, http, logging, signals};
 
 /// A reason to exit, with its status: 2 for bad configuration, 1 for anything else.
 struct Exit(u8, String);
@@ -26,7 +26,7 @@ fn run() -> Result<(), Exit> {
     let config_error = |e: config::ConfigError| Exit(2, e.to_string());
     let env = |k: &str| std::env::var(k).ok();
     let web = match &cli.web_config_file {
-        Some(path) => vault_token_exporter::web::load(path).map_err(|e| Exit(2, e.to_string()))?,
+        Some(path) => http::web_config::load(path).map_err(|e| Exit(2, e.to_string()))?,
         None => Default::default(),
     };
     let (demo, tokens) = if cli.demo {
@@ -40,7 +40,7 @@ fn run() -> Result<(), Exit> {
     };
     let prepared = app::prepare(tokens).map_err(config_error)?;
 
-    let listener = server::bind(&cli.listen_address)
+    let listener = http::bind(&cli.listen_address)
         .map_err(|e| Exit(1, format!("cannot listen on {}: {e}", cli.listen_address)))?;
     let address = listener.local_addr().map_err(|e| Exit(1, e.to_string()))?;
     log::info!("listening on {address}");
@@ -67,13 +67,12 @@ fn run() -> Result<(), Exit> {
     log::info!("collectors enabled: {}", collectors.names().join(", "));
     let ready = Arc::new(AtomicBool::new(false));
     // Scrapes are written by the collectors directly: the bytes a prometheus Registry and
-    // TextEncoder would serve, without the protobuf structures (see server::Site).
-    let mut site = server::Site::for_collectors(
+    // TextEncoder would serve, without the protobuf structures (see http::Site).
+    let mut site = http::Site::for_collectors(
         Arc::new(collectors),
         cli.telemetry_path.clone(),
         ready.clone(),
     );
-    site.authorize = web.authorize;
     site.headers = web.headers;
     let count = prepared.states.len();
     prepared
@@ -81,7 +80,12 @@ fn run() -> Result<(), Exit> {
         .map_err(|e| Exit(1, format!("cannot start renewal workers: {e}")))?;
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!("renewing {count} vault token(s)");
-    let never = server::serve(listener, Arc::new(site), web.tls)
-        .map_err(|e| Exit(1, format!("cannot serve HTTP: {e}")))?;
-    match never {}
+    http::serve(
+        listener,
+        http::Gate {
+            site: Arc::new(site),
+            tls: web.tls,
+            basic_auth: web.basic_auth,
+        },
+    )
 }

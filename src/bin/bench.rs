@@ -508,7 +508,7 @@ const HANDLERS: usize = 4;
 impl RefServer {
     fn start(respond: Arc<dyn Fn(tiny_http::Request) + Send + Sync>) -> RefServer {
         let listener =
-            vault_token_exporter::server::bind("127.0.0.1:0").expect("bind a reference server");
+            vault_token_exporter::http::bind("127.0.0.1:0").expect("bind a reference server");
         let addr = listener.local_addr().expect("local address");
         let server =
             Arc::new(tiny_http::Server::from_listener(listener, None).expect("reference server"));
@@ -580,13 +580,24 @@ fn site_server(n: usize) -> RefServer {
     let ctx = CollectorContext {
         tokens: token_states(n),
     };
-    let site = Arc::new(vault_token_exporter::server::Site::for_collectors(
+    let site = Arc::new(vault_token_exporter::http::Site::for_collectors(
         Arc::new(Collectors::new(&ctx, &["token", "exporter", "process"])),
         "/metrics".into(),
         Arc::new(AtomicBool::new(true)),
     ));
     RefServer::start(Arc::new(move |request: tiny_http::Request| {
-        site.handle(request)
+        let scrape = vault_token_exporter::http::request::Request {
+            method: "GET".into(),
+            path: request.url().split('?').next().unwrap_or("/").into(),
+            minor_version: 1,
+            authorization: None,
+            close: false,
+            gzip: false,
+        };
+        let response = site
+            .respond(&scrape)
+            .with_chunked_threshold(usize::MAX);
+        let _ = request.respond(response);
     }))
 }
 
@@ -1102,7 +1113,7 @@ fn profile(n: usize, iterations: usize) -> Profile {
     use collectors::collector::{CollectorContext, Collectors};
     use collectors::family::TextOut;
     use collectors::token_collector::TokenCollector;
-    use vault_token_exporter::server::Site;
+    use vault_token_exporter::http::Site;
     let states = token_states(n);
     let ctx = CollectorContext {
         tokens: states.clone(),
