@@ -64,9 +64,8 @@ mod tests {
 
     #[test]
     fn nothing_of_ureqs_below_info_passes() {
-        let at = |target: &str, level| {
-            may_log(&Metadata::builder().target(target).level(level).build())
-        };
+        let at =
+            |target: &str, level| may_log(&Metadata::builder().target(target).level(level).build());
         assert!(!at("ureq::unit", log::Level::Debug));
         assert!(!at("ureq", log::Level::Trace));
         assert!(at("ureq::unit", log::Level::Info));

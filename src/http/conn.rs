@@ -32,7 +32,7 @@ pub const STACK: usize = 512 * 1024;
 /// clients send their request as soon as they connect; this spares them.
 pub const GRACE_MS: u64 = 250;
 /// A client that took nothing of its answer for this long may be evicted.
-const STALLED_MS: u64 = 1000;
+const STALLED_MS: u64 = 250;
 /// While clients wait for a slot, a connection that held its slot this long, or that
 /// pipelines requests, closes itself between two requests (clients retry an idempotent
 /// request on a closed kept-alive connection).
@@ -63,7 +63,9 @@ pub fn serve(tcp: TcpStream, accepted: Instant, slot: &Slot, gate: &Gate) {
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        log::error!("an HTTP handler panicked ({what}); its connection is closed, the exporter goes on");
+        log::error!(
+            "an HTTP handler panicked ({what}); its connection is closed, the exporter goes on"
+        );
     }
 }
 
@@ -93,7 +95,12 @@ impl Conn<'_> {
         let _ = self.tcp.set_write_timeout(Some(WRITE_TIMEOUT));
         if let Some(config) = &gate.tls {
             if let Err(why) = self.handshake(config, accepted + HANDSHAKE_TIMEOUT) {
-                return log::log!(why.0, "TLS handshake with {} failed: {}", self.peer(), why.1);
+                return log::log!(
+                    why.0,
+                    "TLS handshake with {} failed: {}",
+                    self.peer(),
+                    why.1
+                );
             }
         }
         let started = Instant::now();

@@ -57,7 +57,10 @@ impl Refusal {
 pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(2);
     let mut i = start;
-    while let Some(at) = buf.get(i..).and_then(|rest| rest.iter().position(|b| *b == b'\n')) {
+    while let Some(at) = buf
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|b| *b == b'\n'))
+    {
         let lf = i + at;
         match buf.get(lf + 1..) {
             Some([b'\n', ..]) => return Some(lf + 2),
@@ -70,7 +73,9 @@ pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Bytes of empty lines before a request, which RFC 9112 says to ignore.
 pub fn leading_empty_lines(buf: &[u8]) -> usize {
-    buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count()
+    buf.iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count()
 }
 
 /// Parses one complete head (as delimited by [`head_end`]).
@@ -124,7 +129,8 @@ pub fn parse(head: &[u8]) -> Result<Request, Refusal> {
 }
 
 fn has_token(list: &str, token: &str) -> bool {
-    list.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+    list.split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// `gzip` in an `Accept-Encoding` list, with a weight above zero.
@@ -202,7 +208,10 @@ mod tests {
         ] {
             assert_eq!(parse(head.as_bytes()), Err(Refusal::Malformed), "{head:?}");
         }
-        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1));
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X: y\r\n".repeat(MAX_HEADERS + 1)
+        );
         assert_eq!(parse(many.as_bytes()), Err(Refusal::TooManyHeaders));
     }
 

@@ -221,10 +221,9 @@ mod tests {
         registry.register(Box::new(counter)).unwrap();
         let site = Site::new(registry, "/metrics".into(), Arc::new(AtomicBool::new(true)));
         let plain = site.render_metrics();
-        let request = crate::http::request::parse(
-            b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n",
-        )
-        .unwrap();
+        let request =
+            crate::http::request::parse(b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n")
+                .unwrap();
         let response = site.respond(&request);
         assert!(response
             .headers()
