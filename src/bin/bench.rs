@@ -235,10 +235,8 @@ impl Client {
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         Ok(Client {
             reader: BufReader::with_capacity(64 * 1024, stream),
-            request: format!(
-                "GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: */*\r\n{headers}\r\n"
-            )
-            .into_bytes(),
+            request: format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: */*\r\n{headers}\r\n")
+                .into_bytes(),
             line: Vec::with_capacity(256),
         })
     }
