@@ -30,12 +30,12 @@ const WORKER_STACK: usize = 256 * 1024;
 const MALLOC_ARENAS: i32 = 2;
 
 /// Allocations from this size up get their own mapping, returned to the kernel when
-/// freed: scrape bodies (250 KiB at 100 tokens, 2.5 MiB at 1000) and the HTTP
-/// connections' 64 KiB buffers. glibc's default is 128 KiB, but glibc raises it (up to
-/// 32 MiB) once such a block is freed, after which those buffers would stay in the heap
-/// for good, fragmented; setting it pins it. The cost, fresh pages for each scrape body,
-/// is a fraction of a millisecond at 1000 tokens.
-const MALLOC_MMAP_THRESHOLD: i32 = 64 * 1024;
+/// freed. glibc's default is 128 KiB, but glibc raises it (up to 32 MiB) once such a
+/// block is freed, so its behaviour depends on history; setting it pins it. 8 MiB keeps
+/// scrape bodies (250 KiB at 100 tokens, 2.5 MiB at 1000) in the heap, reused from one
+/// scrape to the next: a fresh mapping per body cost page faults on every scrape, about
+/// 40 % of the throughput at 100 tokens (`bench`), for no gain in RSS at 100 or 1000.
+const MALLOC_MMAP_THRESHOLD: i32 = 8 * 1024 * 1024;
 
 /// A call goes deep (the resolver, the HTTP client, the JSON parser: about 24 KiB of
 /// stack) and then the worker sleeps for half a lease: without a release, every idle

@@ -24,10 +24,8 @@ pub mod demo {
     }
 }
 pub mod duration;
-pub mod front;
+pub mod http;
 pub mod logging;
 pub mod reload;
-pub mod server;
 pub mod signals;
 pub mod status_page;
-pub mod web;

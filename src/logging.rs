@@ -3,11 +3,17 @@
 //! per line for log shippers. Lines about a token carry a `vault=NAME` field (see
 //! `collectors::logfmt`); the json format lifts `vault` and `reason` out of the message
 //! into fields of their own.
+//!
+//! ureq logs each request's header block at debug level ("writing prelude") and redacts
+//! only `Authorization` and `Cookie`: `X-Vault-Token` would be printed. A directive can
+//! always be more specific than a cap added to the filter (`ureq::unit=debug` beats
+//! `ureq=info`), so the cap is not a directive: the logger itself drops every record of
+//! ureq's below info, whatever `RUST_LOG` or `--log.level` says.
 
 use std::io::Write;
 
 use collectors::logfmt;
-use log::LevelFilter;
+use log::{LevelFilter, Log, Metadata, Record};
 
 /// `--log.format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,7 +23,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Starts env_logger on stderr.
+/// Starts env_logger on stderr, behind [`Redacting`].
 pub fn init(level: Option<LevelFilter>, format: LogFormat) {
     let mut builder = env_logger::Builder::new();
     match level {
@@ -31,10 +37,6 @@ pub fn init(level: Option<LevelFilter>, format: LogFormat) {
             }
         }
     }
-    // ureq logs each request's header block at debug level, and only redacts
-    // Authorization and Cookie: X-Vault-Token would be printed. Never below info for it.
-    let ureq_level = level.unwrap_or(LevelFilter::Trace).min(LevelFilter::Info);
-    builder.filter_module("ureq", ureq_level);
     builder
         .format_timestamp_millis()
         .target(env_logger::Target::Stderr);
@@ -58,5 +60,51 @@ pub fn init(level: Option<LevelFilter>, format: LogFormat) {
             writeln!(out, "{line},\"msg\":{}}}", quoted(&message))
         });
     }
-    let _ = builder.try_init();
+    let logger = builder.build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(Redacting(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Lets through only what cannot carry a token.
+struct Redacting<L>(L);
+
+/// Whether a record may be written: nothing of ureq's below info.
+fn may_log(metadata: &Metadata) -> bool {
+    let target = metadata.target();
+    let ureq = target == "ureq" || target.starts_with("ureq::");
+    !ureq || metadata.level() <= log::Level::Info
+}
+
+impl<L: Log> Log for Redacting<L> {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        may_log(metadata) && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if may_log(record.metadata()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_of_ureqs_below_info_passes() {
+        let at =
+            |target: &str, level| may_log(&Metadata::builder().target(target).level(level).build());
+        assert!(!at("ureq::unit", log::Level::Debug));
+        assert!(!at("ureq", log::Level::Trace));
+        assert!(at("ureq::unit", log::Level::Info));
+        assert!(at("ureqx", log::Level::Debug));
+        assert!(at("vault_token_exporter", log::Level::Trace));
+    }
 }

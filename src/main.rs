@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use collectors::collector::{CollectorContext, Collectors, ConfigStatus, TokenSet};
-use vault_token_exporter::reload::{read_web_config, Reloader, Source};
-use vault_token_exporter::{app, check, cli, config, demo, logging, server, signals};
+use vault_token_exporter::reload::{answer_reload, read_web_config, Reloader, Source};
+use vault_token_exporter::{app, check, cli, config, demo, http, logging, signals};
 
 /// A reason to exit, with its status: 2 for bad configuration, 1 for anything else.
 struct Exit(u8, String);
@@ -66,7 +66,7 @@ fn run() -> Result<(), Exit> {
         };
     }
 
-    let listener = server::bind(&cli.listen_address)
+    let listener = http::bind(&cli.listen_address)
         .map_err(|e| Exit(1, format!("cannot listen on {}: {e}", cli.listen_address)))?;
     let address = listener.local_addr().map_err(|e| Exit(1, e.to_string()))?;
     let context = CollectorContext {
@@ -78,31 +78,29 @@ fn run() -> Result<(), Exit> {
     // Ready once the configuration is loaded and its workers run.
     let ready = Arc::new(AtomicBool::new(false));
     // Scrapes are written by the collectors directly: the bytes a prometheus Registry and
-    // TextEncoder would serve, without the protobuf structures (see server::Site).
-    let mut site = server::Site::for_collectors(
+    // TextEncoder would serve, without the protobuf structures (see http::Site).
+    let mut site = http::Site::for_collectors(
         Arc::new(collectors),
         cli.telemetry_path.clone(),
         ready.clone(),
     );
     let web = web.unwrap_or_default();
-    // Basic-auth users change with a reload: the site asks whichever rule is current.
-    let authorize = Arc::new(RwLock::new(web.authorize));
-    let current = authorize.clone();
-    site.authorize = Some(Arc::new(
-        move |request: &tiny_http::Request| match &*current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-        {
-            Some(rule) => rule(request),
-            None => true,
-        },
-    ));
     site.headers = web.headers;
-    let tls = web.tls;
+    if cli.enable_lifecycle {
+        let target = reload_target.clone();
+        site.reload = Some(Arc::new(move || answer_reload(&target)));
+    }
+    // Basic-auth users change with a reload; TLS and headers need a restart.
+    let basic_auth = Arc::new(RwLock::new(web.basic_auth));
+    let gate = http::Gate {
+        site: Arc::new(site),
+        tls: web.tls,
+        basic_auth: basic_auth.clone(),
+    };
     // The server answers (/-/healthy at once, /-/ready 503) while the workers start.
     let http = std::thread::Builder::new()
         .name("http".into())
-        .spawn(move || server::serve(listener, Arc::new(site), tls))
+        .spawn(move || match http::serve(listener, gate) {})
         .map_err(|e| Exit(1, format!("cannot serve HTTP: {e}")))?;
 
     let reloader = Reloader::start(
@@ -114,15 +112,10 @@ fn run() -> Result<(), Exit> {
     )
     .map_err(|e| Exit(1, format!("cannot start renewal workers: {e}")))?;
     reloader.on_web_config(Box::new(move |web| {
-        *authorize.write().unwrap_or_else(|e| e.into_inner()) = web.authorize;
+        *basic_auth.write().unwrap_or_else(|e| e.into_inner()) = web.basic_auth;
     }));
     let reloader = Arc::new(reloader);
     let _ = reload_target.set(reloader.clone());
-    if cli.enable_lifecycle {
-        // POST /-/reload answers with reload::answer_reload(&reload_target): the HTTP
-        // gate routes it.
-        log::debug!("lifecycle endpoints enabled");
-    }
     ready.store(true, Ordering::Relaxed);
     log::info!("renewing {} vault token(s)", reloader.tokens());
     // Said once ready, so that whoever waits for this line finds /-/ready answering 200;
@@ -141,9 +134,7 @@ fn run() -> Result<(), Exit> {
         );
     }
 
-    match http.join() {
-        Ok(Ok(never)) => match never {},
-        Ok(Err(e)) => Err(Exit(1, format!("cannot serve HTTP: {e}"))),
-        Err(_) => Err(Exit(1, "the HTTP server panicked".into())),
-    }
+    // The acceptor restarts itself after a panic: it never ends.
+    let _ = http.join();
+    Err(Exit(1, "the HTTP server stopped".into()))
 }

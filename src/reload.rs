@@ -16,7 +16,7 @@ use collectors::worker::unix_now;
 
 use crate::app::{Change, Workers};
 use crate::config::{self, ConfigError, TokenConfig};
-use crate::web::WebSetup;
+use crate::http::web_config::WebSetup;
 
 /// Where the token list comes from.
 pub enum Source {
@@ -43,7 +43,7 @@ impl Source {
 
 /// Reads and checks the web config file (`--web.config.file`); no network.
 pub fn read_web_config(path: &Path) -> Result<WebSetup, ConfigError> {
-    crate::web::load(path).map_err(|e| ConfigError(e.to_string()))
+    crate::http::web_config::load(path).map_err(|e| ConfigError(e.to_string()))
 }
 
 /// What a reload hands the HTTP side: the newly read web config.

@@ -305,7 +305,6 @@ fn no_signal_but_sigterm_sigint_and_sigquit_ends_the_process() {
 }
 
 #[test]
-#[ignore = "needs the new HTTP gate"]
 fn post_reload_needs_the_lifecycle_flag() {
     let double = VaultDouble::start();
     let token = double.add_token(TokenSpec::service(3600));

@@ -187,6 +187,44 @@ fn an_env_token_never_leaks_at_trace_level() {
 }
 
 #[test]
+fn no_rust_log_directive_lets_the_token_out() {
+    let vault = VaultDouble::start();
+    let url = vault.url();
+    // ureq logs each request's header block at debug level in `ureq::unit`; the more
+    // specific directives are the ones a cap on `ureq` alone would lose to.
+    for directive in [
+        "ureq::unit=debug",
+        "ureq=trace",
+        "trace",
+        "debug,ureq::unit=trace",
+        "info,ureq::unit::x=trace,ureq::unit=trace",
+    ] {
+        let token = vault.add_token(TokenSpec::service(30));
+        let home = temp_dir("rust-log");
+        let home_str = home.to_str().unwrap().to_owned();
+        let exporter = Exporter::start_in(
+            home,
+            &[],
+            &[
+                ("VAULT_ADDR", url.as_str()),
+                ("VAULT_TOKEN", token.as_str()),
+                ("HOME", home_str.as_str()),
+                ("RUST_LOG", directive),
+            ],
+        );
+        exporter.wait_for(secs(6.0), "a lookup", |s| {
+            s.of("vault_token_ttl_seconds", "default", &[]).is_some()
+        });
+        let log = exporter.log();
+        assert!(
+            log.lines().count() >= 2,
+            "{directive}: the exporter logged nothing"
+        );
+        assert_no_token(&log, &token, directive);
+    }
+}
+
+#[test]
 fn a_token_pasted_into_the_config_is_never_echoed() {
     let token = "hvs.CAJpastedByMistakeQ9xZ7";
     let dir = temp_dir("pasted");

@@ -558,6 +558,191 @@ fn clients_that_never_finish_a_handshake_do_not_hold_up_others() {
     assert!(closed_by.elapsed() < Duration::from_secs(12));
 }
 
+/// Hostile connections in the crowd tests: more than the 64 slots.
+const CROWD: usize = 120;
+
+#[test]
+fn crowds_of_silent_and_half_finished_handshakes_above_the_slot_limit() {
+    let dir = temp_dir("web-tls-crowd");
+    let pki = pki(&dir);
+    let exporter = start(&dir, &tls_section(&pki, ""));
+    let config = client_config(&pki.ca.cert, None, BOTH);
+    for kind in ["silent", "half a ClientHello"] {
+        let crowd: Vec<TcpStream> = (0..CROWD)
+            .map(|_| {
+                let mut stream = TcpStream::connect(exporter.addr).unwrap();
+                if kind != "silent" {
+                    let _ = stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+                }
+                stream
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut slowest = Duration::ZERO;
+        for _ in 0..5 {
+            let started = Instant::now();
+            let answer = https_get(exporter.addr, &config, "/metrics", None)
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(answer.status, 200);
+            slowest = slowest.max(started.elapsed());
+        }
+        println!("{CROWD} TLS connections {kind}: slowest of 5 scrapes {slowest:?}");
+        assert!(
+            slowest < Duration::from_millis(900),
+            "{CROWD} TLS connections {kind}: a scrape took {slowest:?}"
+        );
+        drop(crowd);
+    }
+}
+
+/// GET over TLS 1.3, the request sent in the same write as the client's Finished (as a
+/// client with a fast path does): the status, or why there is none.
+fn https_get_with_the_finished(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+) -> Result<u16, String> {
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut conn =
+        ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+    while conn.wants_write() {
+        conn.write_tls(&mut socket).map_err(|e| e.to_string())?;
+    }
+    // Read the server's flight; the client's Finished is then ready, not yet sent.
+    while !conn.wants_write() {
+        if conn
+            .read_tls(&mut socket)
+            .map_err(|e| format!("handshake: {e}"))?
+            == 0
+        {
+            return Err("closed during the handshake".into());
+        }
+        conn.process_new_packets().map_err(|e| e.to_string())?;
+    }
+    conn.writer()
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut flight = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut flight).unwrap();
+    }
+    socket.write_all(&flight).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, socket);
+    let mut answer = Vec::new();
+    match tls.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+        Err(e) => return Err(format!("no answer: {e}")),
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))
+}
+
+#[test]
+fn a_request_sent_with_the_end_of_the_handshake_is_answered() {
+    let dir = temp_dir("web-tls-finished");
+    let pki = pki(&dir);
+    let exporter = start(&dir, &tls_section(&pki, ""));
+    let tls13 = client_config(&pki.ca.cert, None, &[&rustls::version::TLS13]);
+    for i in 0..30 {
+        let started = Instant::now();
+        let status = https_get_with_the_finished(exporter.addr, &tls13)
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    // And ordinary scrapes, on both versions.
+    for versions in [BOTH, TLS12_ONLY] {
+        let config = client_config(&pki.ca.cert, None, versions);
+        for _ in 0..15 {
+            let started = Instant::now();
+            assert_eq!(
+                https_get(exporter.addr, &config, "/metrics", None)
+                    .unwrap()
+                    .status,
+                200
+            );
+            assert!(started.elapsed() < Duration::from_secs(1));
+        }
+    }
+}
+
+#[test]
+fn a_brute_force_of_distinct_passwords_does_not_starve_a_scrape_with_the_right_one() {
+    let dir = temp_dir("web-brute-force");
+    let hash = bcrypt::hash("right", 10).unwrap();
+    let exporter = start(
+        &dir,
+        &format!("basic_auth_users:\n  prometheus: '{hash}'\n"),
+    );
+    let addr = exporter.addr;
+    assert_eq!(
+        get_with_auth(addr, "/metrics", "prometheus", "right").0,
+        200
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // 80 attackers, no password twice (so no cache helps), answered 401 or 429.
+    let attackers: Vec<_> = (0..80)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut statuses = std::collections::BTreeSet::new();
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || started.elapsed() > Duration::from_secs(20)
+                    {
+                        break;
+                    }
+                    let Ok(mut socket) = TcpStream::connect(addr) else {
+                        continue;
+                    };
+                    let _ = socket.set_read_timeout(Some(Duration::from_secs(5)));
+                    let request = format!(
+                        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Basic {}\r\n\r\n",
+                        base64(&format!("prometheus:guess-{i}-{n}"))
+                    );
+                    let _ = socket.write_all(request.as_bytes());
+                    let mut answer = String::new();
+                    let _ = socket.read_to_string(&mut answer);
+                    if let Some(status) = answer.split_whitespace().nth(1) {
+                        statuses.insert(status.to_owned());
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let (status, body) = get_with_auth(addr, "/metrics", "prometheus", "right");
+        assert_eq!(status, 200, "{body}");
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut statuses = std::collections::BTreeSet::new();
+    for attacker in attackers {
+        statuses.extend(attacker.join().unwrap());
+    }
+    println!("80 attackers got {statuses:?}; slowest right-password scrape {slowest:?}");
+    assert!(
+        statuses.iter().all(|s| s == "401" || s == "429"),
+        "{statuses:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(900),
+        "a scrape with the right password took {slowest:?} during the brute force"
+    );
+}
+
 // ----------------------------------------------------------------------------------------
 // Start-up errors
 // ----------------------------------------------------------------------------------------

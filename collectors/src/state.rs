@@ -91,6 +91,25 @@ pub struct TokenInfo {
     pub policies: String,
 }
 
+/// The longest label value taken from Vault, in bytes: a token with a megabyte of
+/// display name or ten thousand policies would otherwise put all of it in every scrape.
+pub const MAX_LABEL_VALUE: usize = 256;
+
+/// Cuts `value` to at most [`MAX_LABEL_VALUE`] bytes, on a character boundary, marked
+/// with `…` where it was cut.
+pub fn cap_label(mut value: String) -> String {
+    if value.len() <= MAX_LABEL_VALUE {
+        return value;
+    }
+    let mut end = MAX_LABEL_VALUE - '…'.len_utf8();
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value.truncate(end);
+    value.push('…');
+    value
+}
+
 /// Upper bounds of the renew-self latency histogram, in seconds. Few on purpose: every
 /// bucket is one more series per token, and Vault answers in milliseconds or not at all.
 pub const DURATION_BUCKETS: [f64; 8] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -245,7 +264,14 @@ impl TokenState {
         self.capped.store(v, Relaxed)
     }
 
+    /// Sets the info labels, each capped at [`MAX_LABEL_VALUE`] bytes.
     pub fn set_info(&self, info: TokenInfo) {
+        let info = TokenInfo {
+            display_name: cap_label(info.display_name),
+            token_type: cap_label(info.token_type),
+            auth_path: cap_label(info.auth_path),
+            policies: cap_label(info.policies),
+        };
         *self.info.write().unwrap_or_else(|e| e.into_inner()) = Some(info);
     }
 
@@ -297,6 +323,31 @@ impl TokenState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_from_vault_are_capped_on_a_char_boundary() {
+        assert_eq!(cap_label("short".into()), "short");
+        let exact = "a".repeat(MAX_LABEL_VALUE);
+        assert_eq!(cap_label(exact.clone()), exact);
+        let long = cap_label("b".repeat(1 << 20));
+        assert_eq!(long.len(), MAX_LABEL_VALUE);
+        assert!(long.ends_with('…') && long.starts_with("bbb"));
+        // Multi-byte characters are never split.
+        let wide = cap_label("é".repeat(MAX_LABEL_VALUE));
+        assert!(wide.len() <= MAX_LABEL_VALUE && wide.ends_with('…'));
+        assert!(wide.trim_end_matches('…').chars().all(|c| c == 'é'));
+        let state = TokenState::new("prod");
+        state.set_info(TokenInfo {
+            display_name: "d".repeat(10_000),
+            token_type: "service".into(),
+            auth_path: "auth/token/create".into(),
+            policies: "p,".repeat(10_000),
+        });
+        let info = state.info().unwrap();
+        assert!(info.display_name.len() <= MAX_LABEL_VALUE);
+        assert!(info.policies.len() <= MAX_LABEL_VALUE);
+        assert_eq!(info.token_type, "service");
+    }
 
     #[test]
     fn a_new_token_is_unknown_with_every_counter_at_zero() {

@@ -14,7 +14,7 @@
 //! on the first handshake after either changes (certificate rotation without a restart);
 //! everything else is read once at start.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -29,7 +29,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 use serde::Deserialize;
 
-use crate::server::Authorizer;
+use super::auth::BasicAuth;
 
 /// An unusable web config: exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +89,7 @@ pub struct WebConfig {
 #[derive(Default)]
 pub struct WebSetup {
     /// The basic-auth check, `None` when open.
-    pub authorize: Option<Authorizer>,
+    pub basic_auth: Option<Arc<BasicAuth>>,
     /// TLS for every connection, `None` for plain HTTP.
     pub tls: Option<Arc<ServerConfig>>,
     /// Extra response headers (`http_server_config.headers`).
@@ -99,7 +99,7 @@ pub struct WebSetup {
 impl std::fmt::Debug for WebSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSetup")
-            .field("basic_auth", &self.authorize.is_some())
+            .field("basic_auth", &self.basic_auth.is_some())
             .field("tls", &self.tls.is_some())
             .field("headers", &self.headers)
             .finish()
@@ -212,7 +212,7 @@ pub fn load(path: &Path) -> Result<WebSetup, WebConfigError> {
         .map(|h| h.headers.into_iter().collect())
         .unwrap_or_default();
     Ok(WebSetup {
-        authorize: basic_auth(config.basic_auth_users),
+        basic_auth: BasicAuth::new(config.basic_auth_users).map(Arc::new),
         tls,
         headers,
     })
@@ -517,100 +517,6 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
-/// Verified pairs kept at most; a full cache starts over (bcrypt ignores bytes past
-/// 72, so one right password has unboundedly many spellings).
-const AUTH_CACHE_ENTRIES: usize = 1024;
-
-/// A check of `Authorization: Basic` against bcrypt hashes. Verified pairs are cached
-/// as SHA-256 of user, hash and password (never the password), as exporter-toolkit
-/// does, since one bcrypt check at cost 10 takes tens of milliseconds, which Prometheus
-/// would otherwise pay on every scrape. Unknown users cost one bcrypt check too, so
-/// timing does not tell which users exist, and checks run one at a time so wrong
-/// passwords cannot take every core.
-fn basic_auth(users: BTreeMap<String, String>) -> Option<Authorizer> {
-    let decoy = users.values().next()?.clone();
-    let verified: Mutex<HashSet<[u8; 32]>> = Mutex::default();
-    let one_at_a_time = Mutex::new(());
-    Some(Arc::new(move |request: &tiny_http::Request| {
-        let Some((user, password)) = credentials(request) else {
-            return false;
-        };
-        let Some(hash) = users.get(&user) else {
-            let _turn = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = bcrypt::verify(&password, &decoy);
-            return false;
-        };
-        let key = cache_key(&user, hash, &password);
-        let lock = || verified.lock().unwrap_or_else(|e| e.into_inner());
-        if lock().contains(&key) {
-            return true;
-        }
-        let ok = {
-            let _turn = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
-            bcrypt::verify(&password, hash).unwrap_or(false)
-        };
-        if ok {
-            let mut cache = lock();
-            if cache.len() >= AUTH_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(key);
-        }
-        ok
-    }))
-}
-
-fn cache_key(user: &str, hash: &str, password: &str) -> [u8; 32] {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in [user, hash, password] {
-        context.update(&(part.len() as u64).to_le_bytes());
-        context.update(part.as_bytes());
-    }
-    let mut key = [0u8; 32];
-    key.copy_from_slice(context.finish().as_ref());
-    key
-}
-
-fn credentials(request: &tiny_http::Request) -> Option<(String, String)> {
-    let value = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))?
-        .value
-        .as_str();
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = decode_base64(encoded.trim())?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
-}
-
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        buf = (buf << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,13 +547,6 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vte-web-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Dir(dir)
-    }
-
-    #[test]
-    fn base64_decodes_credentials() {
-        assert_eq!(decode_base64("dXNlcjpwYXNz").unwrap(), b"user:pass");
-        assert_eq!(decode_base64("YQ==").unwrap(), b"a");
-        assert!(decode_base64("not base64!").is_none());
     }
 
     #[test]
@@ -709,7 +608,7 @@ mod tests {
     fn an_empty_file_and_empty_tls_section_mean_plain_http_without_auth() {
         let dir = dir("empty");
         let setup = load(&write(&dir, "empty.yml", "")).unwrap();
-        assert!(setup.tls.is_none() && setup.authorize.is_none());
+        assert!(setup.tls.is_none() && setup.basic_auth.is_none());
         let setup = load(&write(&dir, "tls.yml", "tls_server_config: {}\n")).unwrap();
         assert!(setup.tls.is_none());
     }
@@ -751,11 +650,5 @@ mod tests {
             err.contains("junk.pem") && err.contains("no PEM certificate"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn cache_keys_separate_their_parts() {
-        assert_ne!(cache_key("ab", "h", "c"), cache_key("a", "h", "bc"));
-        assert_eq!(cache_key("a", "h", "b"), cache_key("a", "h", "b"));
     }
 }

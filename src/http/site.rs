@@ -1,0 +1,270 @@
+//! What the exporter serves: the routes, each answered with a tiny_http `Response` that
+//! the connection writes itself (see [`super::conn`]).
+//!
+//! Routes: the telemetry path (gzip when the client accepts it, as promhttp does), the
+//! status page `/`, `/-/healthy`, `/-/ready`, and `POST /-/reload` with
+//! `--web.enable-lifecycle`. Other methods get 405, other paths 404.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use collectors::collector::Collectors;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tiny_http::{Header, Response, ResponseBox, StatusCode};
+
+use super::request::Request;
+
+/// Where scrapes come from.
+enum Source {
+    /// Any registry: gathered, then encoded by the prometheus crate's `TextEncoder`.
+    Registry(Registry),
+    /// The exporter's collectors, writing the text format directly: the same bytes,
+    /// without the protobuf structures in between (see `Collectors::write_text`).
+    Collectors(Arc<Collectors>),
+}
+
+/// Reloads the configuration: the status and body of the answer.
+pub type ReloadHook = Arc<dyn Fn() -> (u16, String) + Send + Sync>;
+
+/// Renders the status page; its argument is the telemetry path to link.
+pub type StatusPage = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// What the exporter serves.
+pub struct Site {
+    source: Source,
+    pub telemetry_path: String,
+    /// Set once the config is loaded and the workers run.
+    pub ready: Arc<AtomicBool>,
+    /// Added to every response (the web config's `http_server_config.headers`).
+    pub headers: Vec<(String, String)>,
+    /// `POST /-/reload` (with `--web.enable-lifecycle`): reloads and says how it went.
+    pub reload: Option<ReloadHook>,
+    /// The status page at `/` (the telemetry path is its argument); a bare landing page
+    /// without it.
+    pub status_page: Option<StatusPage>,
+    /// Size of the last scrape, to allocate the next one in one go.
+    last_size: AtomicUsize,
+}
+
+impl Site {
+    /// Serves what `registry` gathers.
+    pub fn new(registry: Registry, telemetry_path: String, ready: Arc<AtomicBool>) -> Site {
+        Site::with_source(Source::Registry(registry), telemetry_path, ready)
+    }
+
+    /// Serves the exporter's collectors through their direct text path (the same
+    /// exposition as a registry holding them, at a fraction of the cost).
+    pub fn for_collectors(
+        collectors: Arc<Collectors>,
+        telemetry_path: String,
+        ready: Arc<AtomicBool>,
+    ) -> Site {
+        Site::with_source(Source::Collectors(collectors), telemetry_path, ready)
+    }
+
+    fn with_source(source: Source, telemetry_path: String, ready: Arc<AtomicBool>) -> Site {
+        Site {
+            source,
+            telemetry_path,
+            ready,
+            headers: Vec::new(),
+            reload: None,
+            status_page: None,
+            last_size: AtomicUsize::new(16 * 1024),
+        }
+    }
+
+    /// The exposition text of one scrape.
+    pub fn render_metrics(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        let _ = self.render().0.read_to_end(&mut body);
+        body
+    }
+
+    /// One scrape, in one allocation sized from the last scrape: (text, length).
+    fn render(&self) -> (Box<dyn Read + Send>, usize) {
+        let size_hint = self.last_size.load(Ordering::Relaxed) + 4096;
+        let (body, len): (Box<dyn Read + Send>, usize) = match &self.source {
+            // Served from the collectors' buffer in family order, not copied into one.
+            Source::Collectors(collectors) => {
+                let text = collectors.write_text(size_hint);
+                let len = text.len();
+                (Box::new(text), len)
+            }
+            Source::Registry(registry) => {
+                let families = registry.gather();
+                let mut body = Vec::with_capacity(size_hint);
+                if let Err(e) = TextEncoder::new().encode(&families, &mut body) {
+                    log::error!("cannot encode metrics: {e}");
+                }
+                let len = body.len();
+                (Box::new(io::Cursor::new(body)), len)
+            }
+        };
+        self.last_size.store(len, Ordering::Relaxed);
+        (body, len)
+    }
+
+    fn metrics(&self, gzip: bool) -> ResponseBox {
+        let (mut text, len) = self.render();
+        let mut headers = vec![
+            header("Content-Type", prometheus::TEXT_FORMAT),
+            header("Vary", "Accept-Encoding"),
+        ];
+        if !gzip {
+            return Response::new(StatusCode(200), headers, text, Some(len), None);
+        }
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(len / 8 + 64),
+            flate2::Compression::fast(),
+        );
+        let compressed = io::copy(&mut text, &mut encoder).and_then(|_| encoder.finish());
+        match compressed {
+            Ok(body) => {
+                headers.push(header("Content-Encoding", "gzip"));
+                let len = body.len();
+                Response::new(
+                    StatusCode(200),
+                    headers,
+                    Box::new(io::Cursor::new(body)),
+                    Some(len),
+                    None,
+                )
+            }
+            Err(e) => {
+                log::error!("cannot compress metrics: {e}");
+                self.answer(500)
+            }
+        }
+    }
+
+    /// Answers one request that passed the gate.
+    pub fn respond(&self, request: &Request) -> ResponseBox {
+        let response = match (request.method.as_str(), request.path.as_str()) {
+            ("GET" | "HEAD", path) if path == self.telemetry_path => self.metrics(request.gzip),
+            ("GET" | "HEAD", "/") => {
+                let page = match &self.status_page {
+                    Some(render) => render(&self.telemetry_path),
+                    None => landing_page(&self.telemetry_path),
+                };
+                Response::from_data(page)
+                    .with_header(header("Content-Type", "text/html; charset=utf-8"))
+                    .boxed()
+            }
+            ("POST" | "PUT", "/-/reload") if self.reload.is_some() => {
+                let (status, body) = self
+                    .reload
+                    .as_ref()
+                    .map(|reload| reload())
+                    .unwrap_or_default();
+                text(status, &body)
+            }
+            (_, "/-/reload") if self.reload.is_some() => {
+                let mut response = text(405, "Only POST or PUT requests allowed\n");
+                response.add_header(header("Allow", "POST, PUT"));
+                response
+            }
+            ("GET" | "HEAD", "/-/healthy") => text(200, "Healthy\n"),
+            ("GET" | "HEAD", "/-/ready") if self.ready.load(Ordering::Relaxed) => {
+                text(200, "Ready\n")
+            }
+            ("GET" | "HEAD", "/-/ready") => text(503, "Service Unavailable\n"),
+            #[cfg(debug_assertions)]
+            ("GET", "/-/panic") if std::env::var_os(TEST_PANIC).is_some() => {
+                panic!("a test asked for a panic")
+            }
+            ("GET" | "HEAD", _) => text(404, "Not Found\n"),
+            _ => self.answer(405),
+        };
+        self.with_headers(response)
+    }
+
+    /// A plain-text answer of `status` (refusals, 401, 405, 429...), with its headers.
+    pub fn answer(&self, status: u16) -> ResponseBox {
+        let reason = StatusCode(status).default_reason_phrase();
+        let mut response = text(status, &format!("{reason}\n"));
+        match status {
+            401 => response.add_header(header(
+                "WWW-Authenticate",
+                "Basic realm=\"vault-token-exporter\"",
+            )),
+            405 => response.add_header(header("Allow", "GET, HEAD")),
+            429 => response.add_header(header("Retry-After", "1")),
+            _ => {}
+        }
+        self.with_headers(response)
+    }
+
+    fn with_headers(&self, mut response: ResponseBox) -> ResponseBox {
+        for (name, value) in &self.headers {
+            if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                response.add_header(h);
+            }
+        }
+        response
+    }
+}
+
+/// Debug builds only: with this variable set, `GET /-/panic` panics, so the tests can
+/// check that a panicking handler costs one connection and nothing else.
+#[cfg(debug_assertions)]
+pub const TEST_PANIC: &str = "VAULT_TOKEN_EXPORTER_TEST_PANIC";
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
+}
+
+fn text(status: u16, body: &str) -> ResponseBox {
+    Response::from_data(body.as_bytes().to_vec())
+        .with_status_code(status)
+        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+        .boxed()
+}
+
+fn landing_page(telemetry_path: &str) -> String {
+    let path = telemetry_path
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('"', "&quot;");
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head><title>Vault Token Exporter</title></head>\n<body>\n\
+         <h1>Vault Token Exporter</h1>\n<p>Keeps Vault tokens alive and reports when they will die.</p>\n\
+         <ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/-/healthy\">Health</a></li>\n\
+         <li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n<p>Version {}</p>\n</body>\n</html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_landing_page_links_the_telemetry_path_escaped() {
+        let page = landing_page("/m<\"x");
+        assert!(page.contains("href=\"/m&lt;&quot;x\""));
+    }
+
+    #[test]
+    fn metrics_are_gzipped_for_clients_that_accept_it() {
+        let registry = Registry::new();
+        let counter = prometheus::IntCounter::new("c_total", "help").unwrap();
+        registry.register(Box::new(counter)).unwrap();
+        let site = Site::new(registry, "/metrics".into(), Arc::new(AtomicBool::new(true)));
+        let plain = site.render_metrics();
+        let request =
+            crate::http::request::parse(b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n")
+                .unwrap();
+        let response = site.respond(&request);
+        assert!(response
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Content-Encoding") && h.value == "gzip"));
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(response.into_reader())
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, plain);
+    }
+}
