@@ -6,7 +6,8 @@
 //!                deadline, one parse, basic auth, answer written with tiny_http
 //!     request.rs the head parser (httparse): GET/HEAD without a body, or a refusal
 //!     auth.rs    basic auth: bcrypt verdicts cached both ways, bounded bcrypt turns
-//!     site.rs    the routes: telemetry path (gzip), /, /-/healthy, /-/ready
+//!     site.rs    the routes: telemetry path (gzip), /, /-/healthy, /-/ready, /-/reload
+//!       coalesce.rs  scrapes that arrive during a render share it
 //! web_config.rs  --web.config.file: TLS (client auth, certificate reload) and users
 //! ```
 //!
@@ -19,6 +20,7 @@
 //! acceptor and its connection's.
 
 mod auth;
+mod coalesce;
 mod conn;
 mod listen;
 pub mod request;

@@ -5,14 +5,15 @@
 //! status page `/`, `/-/healthy`, `/-/ready`, and `POST /-/reload` with
 //! `--web.enable-lifecycle`. Other methods get 405, other paths 404.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use collectors::collector::Collectors;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tiny_http::{Header, Response, ResponseBox, StatusCode};
 
+use super::coalesce::Coalesce;
 use super::request::Request;
 
 /// Where scrapes come from.
@@ -45,6 +46,52 @@ pub struct Site {
     pub status_page: Option<StatusPage>,
     /// Size of the last scrape, to allocate the next one in one go.
     last_size: AtomicUsize,
+    renders: Coalesce<Rendered>,
+}
+
+/// One scrape's text, and its gzip once a client asked for it.
+struct Rendered {
+    text: Vec<u8>,
+    gzip: OnceLock<Option<Vec<u8>>>,
+}
+
+/// A response body read from a shared render.
+struct SharedBody {
+    rendered: Arc<Rendered>,
+    gzip: bool,
+    pos: usize,
+}
+
+impl SharedBody {
+    fn content(&self) -> &[u8] {
+        match (self.gzip, self.rendered.gzip.get()) {
+            (true, Some(Some(compressed))) => compressed,
+            _ => &self.rendered.text,
+        }
+    }
+}
+
+impl Read for SharedBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (&self.content()[self.pos..]).read(buf)?;
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// gzip at the fastest level (a 2.5 MB scrape shrinks to about 6 %); `None` on failure.
+fn compress(text: &[u8]) -> Option<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(text.len() / 8 + 64),
+        flate2::Compression::fast(),
+    );
+    match encoder.write_all(text).and_then(|_| encoder.finish()) {
+        Ok(compressed) => Some(compressed),
+        Err(e) => {
+            log::error!("cannot compress metrics: {e}");
+            None
+        }
+    }
 }
 
 impl Site {
@@ -72,71 +119,62 @@ impl Site {
             reload: None,
             status_page: None,
             last_size: AtomicUsize::new(16 * 1024),
+            renders: Coalesce::default(),
         }
     }
 
     /// The exposition text of one scrape.
     pub fn render_metrics(&self) -> Vec<u8> {
-        let mut body = Vec::new();
-        let _ = self.render().0.read_to_end(&mut body);
-        body
+        self.render().text.clone()
     }
 
-    /// One scrape, in one allocation sized from the last scrape: (text, length).
-    fn render(&self) -> (Box<dyn Read + Send>, usize) {
-        let size_hint = self.last_size.load(Ordering::Relaxed) + 4096;
-        let (body, len): (Box<dyn Read + Send>, usize) = match &self.source {
-            // Served from the collectors' buffer in family order, not copied into one.
-            Source::Collectors(collectors) => {
-                let text = collectors.write_text(size_hint);
-                let len = text.len();
-                (Box::new(text), len)
-            }
-            Source::Registry(registry) => {
-                let families = registry.gather();
-                let mut body = Vec::with_capacity(size_hint);
-                if let Err(e) = TextEncoder::new().encode(&families, &mut body) {
-                    log::error!("cannot encode metrics: {e}");
+    /// One scrape's text, shared with the scrapes that arrive while it renders.
+    fn render(&self) -> Arc<Rendered> {
+        self.renders.get(|| {
+            let size_hint = self.last_size.load(Ordering::Relaxed) + 4096;
+            let text = match &self.source {
+                Source::Collectors(collectors) => collectors.write_text(size_hint).into_vec(),
+                Source::Registry(registry) => {
+                    let families = registry.gather();
+                    let mut body = Vec::with_capacity(size_hint);
+                    if let Err(e) = TextEncoder::new().encode(&families, &mut body) {
+                        log::error!("cannot encode metrics: {e}");
+                    }
+                    body
                 }
-                let len = body.len();
-                (Box::new(io::Cursor::new(body)), len)
+            };
+            self.last_size.store(text.len(), Ordering::Relaxed);
+            Rendered {
+                text,
+                gzip: OnceLock::new(),
             }
-        };
-        self.last_size.store(len, Ordering::Relaxed);
-        (body, len)
+        })
     }
 
     fn metrics(&self, gzip: bool) -> ResponseBox {
-        let (mut text, len) = self.render();
+        let rendered = self.render();
         let mut headers = vec![
             header("Content-Type", prometheus::TEXT_FORMAT),
             header("Vary", "Accept-Encoding"),
         ];
-        if !gzip {
-            return Response::new(StatusCode(200), headers, text, Some(len), None);
-        }
-        let mut encoder = flate2::write::GzEncoder::new(
-            Vec::with_capacity(len / 8 + 64),
-            flate2::Compression::fast(),
-        );
-        let compressed = io::copy(&mut text, &mut encoder).and_then(|_| encoder.finish());
-        match compressed {
-            Ok(body) => {
-                headers.push(header("Content-Encoding", "gzip"));
-                let len = body.len();
-                Response::new(
-                    StatusCode(200),
-                    headers,
-                    Box::new(io::Cursor::new(body)),
-                    Some(len),
-                    None,
-                )
+        if gzip {
+            // Compressed once per render, for every scrape that shares it.
+            if rendered
+                .gzip
+                .get_or_init(|| compress(&rendered.text))
+                .is_none()
+            {
+                return self.answer(500);
             }
-            Err(e) => {
-                log::error!("cannot compress metrics: {e}");
-                self.answer(500)
-            }
+            headers.push(header("Content-Encoding", "gzip"));
         }
+        let body = SharedBody {
+            rendered,
+            gzip,
+            pos: 0,
+        };
+        let len = body.content().len();
+        Response::new(StatusCode(200), headers, Box::new(body), Some(len), None)
     }
 
     /// Answers one request that passed the gate.
