@@ -5,40 +5,16 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 
+use crate::collect::{Collect, CollectError};
 use crate::family::{family, gauge, label, TextOut};
-use crate::state::{AtomicF64, TokenState};
+use crate::state::{AtomicF64, TokenSet, TokenState};
 use crate::token_collector::LiveTokenCollector;
-
-/// A collector could not produce its metrics this scrape.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CollectError(pub String);
-
-/// One pluggable source of metric families.
-pub trait Collect: Send + Sync {
-    /// Appends this collector's families to `out`.
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError>;
-
-    /// Writes this collector's families in the text format (the scrape path): the bytes
-    /// `TextEncoder` writes for what `collect` gives, series sorted as `Registry::gather`
-    /// sorts them. The default does exactly that; a collector with many series writes
-    /// them directly, without building protobuf structures.
-    fn write_text(&self, out: &mut TextOut) -> Result<(), CollectError> {
-        let mut families = Vec::new();
-        self.collect(&mut families)?;
-        for family in families {
-            out.push_family(family)
-                .map_err(|e| CollectError(format!("cannot encode: {e}")))?;
-        }
-        Ok(())
-    }
-}
 
 /// What collectors are built from.
 pub struct CollectorContext {
@@ -52,34 +28,11 @@ impl CollectorContext {
     /// A context for `tokens`, with the configuration counted as loaded now.
     pub fn new(tokens: Vec<Arc<TokenState>>) -> CollectorContext {
         let config = ConfigStatus::default();
-        config.loaded(crate::worker::unix_now());
+        config.loaded(crate::clock::unix_now());
         CollectorContext {
             tokens: TokenSet::new(tokens),
             config: Arc::new(config),
         }
-    }
-}
-
-/// The configured tokens, shared by the collectors and replaced whole by a reload.
-///
-/// The lock is held only to clone or swap an `Arc`: workers never take it, so a scrape
-/// never waits for a worker, and a reload waits for no scrape longer than that clone.
-#[derive(Clone, Default)]
-pub struct TokenSet(Arc<RwLock<Arc<[Arc<TokenState>]>>>);
-
-impl TokenSet {
-    pub fn new(tokens: Vec<Arc<TokenState>>) -> TokenSet {
-        TokenSet(Arc::new(RwLock::new(tokens.into())))
-    }
-
-    /// The tokens as of now.
-    pub fn current(&self) -> Arc<[Arc<TokenState>]> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Makes `tokens` the exported set: the series of tokens not in it go.
-    pub fn replace(&self, tokens: Vec<Arc<TokenState>>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = tokens.into();
     }
 }
 

@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod clock;
+pub mod collect;
 pub mod collector;
 pub mod error;
 pub mod family;

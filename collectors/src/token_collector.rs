@@ -12,13 +12,13 @@ use std::sync::{Arc, RwLock};
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use crate::collector::{Collect, CollectError, TokenSet};
+use crate::clock::unix_now;
+use crate::collect::{Collect, CollectError};
 use crate::error::Reason;
 use crate::family::{
     counter, family, gauge, histogram, label, label_set_opening, write_series, TextOut,
 };
-use crate::state::{Outcome, Snapshot, TokenState, TokenStatus, DURATION_BUCKETS};
-use crate::worker::unix_now;
+use crate::state::{Outcome, Snapshot, TokenSet, TokenState, TokenStatus, DURATION_BUCKETS};
 
 /// Name, help and type of one exported family.
 struct Spec(&'static str, &'static str, MetricType);
