@@ -245,7 +245,18 @@ impl Collectors {
                 log::error!("cannot encode the collector metrics: {e}");
             }
         }
-        out.into_ordered()
+        let text = out.into_ordered();
+        if !text.clashes().is_empty() {
+            // A bug of this program, not of the scrape: said once, not at every scrape.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                log::error!(
+                    "two collectors export the same families, served merged: {}",
+                    text.clashes().join(", ")
+                )
+            });
+        }
+        text
     }
 }
 
@@ -377,6 +388,29 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(names, sorted, "families in name order, each once");
+    }
+
+    /// A family name belongs to one collector: a second writer would merge its series
+    /// under the first one's HELP and TYPE, which no scrape should show.
+    #[test]
+    fn no_two_collectors_of_the_table_export_the_same_family() {
+        let token = Arc::new(TokenState::new("prod"));
+        token.expiry.set(2.0e9);
+        token.max_expiry.set(2.1e9);
+        token.last_renewal.set(1.0e9);
+        token.set_info(crate::state::TokenInfo::default());
+        let ctx = CollectorContext::new(vec![token]);
+        let every: Vec<&str> = COLLECTORS.iter().map(|c| c.name).collect();
+        let text = Collectors::new(&ctx, &every).write_text(0);
+        assert_eq!(text.clashes(), [] as [String; 0]);
+        let twice = Collectors::from_parts(vec![
+            ("exporter", exporter_info() as Box<dyn Collect>),
+            ("again", exporter_info()),
+        ]);
+        let text = twice.write_text(0);
+        assert!(text
+            .clashes()
+            .contains(&"vault_token_exporter_build_info".to_owned()));
     }
 
     #[test]
