@@ -291,15 +291,16 @@ impl TokenCollector {
         let seen: Vec<Seen> = self.tokens.iter().map(|t| Seen::at(t, now)).collect();
         let mut out = Vec::with_capacity(FAMILIES.len());
         for f in &FAMILIES {
-            let mut proto = family(f.name, f.help, f.kind, self.tokens.len());
+            let values = match &f.series {
+                Series::Each { values, .. } => values(),
+                _ => Vec::new(),
+            };
+            let per_token = values.len().max(1);
+            let mut proto = family(f.name, f.help, f.kind, self.tokens.len() * per_token);
             let metrics = proto.mut_metric();
             let series = |labels, value| match f.kind {
                 MetricType::COUNTER => counter(labels, value),
                 _ => gauge(labels, value),
-            };
-            let values = match &f.series {
-                Series::Each { values, .. } => values(),
-                _ => Vec::new(),
             };
             for (token, seen) in self.tokens.iter().zip(&seen) {
                 let vault = || label("vault", &token.vault);
@@ -323,7 +324,8 @@ impl TokenCollector {
                     }
                     Series::Info(read) => {
                         if let Some(info) = token.info() {
-                            let mut labels = vec![vault()];
+                            let mut labels = Vec::with_capacity(5);
+                            labels.push(vault());
                             labels.extend(read(&info).iter().map(|(k, v)| label(k, v)));
                             metrics.push(gauge(labels, 1.0));
                         }
