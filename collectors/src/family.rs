@@ -595,6 +595,32 @@ mod tests {
     }
 
     #[test]
+    fn the_typed_writer_writes_what_the_text_encoder_writes() {
+        let hostile = "a\"b\\c\nd},x=\"1";
+        let text = |out: TextOut| String::from_utf8(out.into_ordered().into_vec()).unwrap();
+        let mut typed = TextOut::default();
+        typed
+            .family("bare", "No \\ labels\n.", MetricType::GAUGE)
+            .series(&[], 1.5);
+        {
+            let mut f = typed.family("pairs", "P.", MetricType::COUNTER);
+            // In gather's order: fewer labels first.
+            f.series_with(&[], &[("k", "z")], 3.0);
+            f.series_with(&[&Label::new("k", hostile)], &[("m", hostile)], 2.0);
+        }
+        let mut encoded = TextOut::default();
+        let mut bare = family("bare", "No \\ labels\n.", MetricType::GAUGE, 1);
+        bare.mut_metric().push(gauge(Vec::new(), 1.5));
+        encoded.push_family(bare).unwrap();
+        let mut pairs = family("pairs", "P.", MetricType::COUNTER, 2);
+        let hostile_pair = vec![label("k", hostile), label("m", hostile)];
+        pairs.mut_metric().push(counter(hostile_pair, 2.0));
+        pairs.mut_metric().push(counter(vec![label("k", "z")], 3.0));
+        encoded.push_family(pairs).unwrap();
+        assert_eq!(text(typed), text(encoded));
+    }
+
+    #[test]
     fn a_rollback_drops_what_was_written_after_the_mark() {
         let mut out = TextOut::default();
         out.family("a", "A.", MetricType::GAUGE)
