@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use collectors::clock::unix_now;
-use collectors::collector::ConfigStatus;
+use collectors::exporter::ConfigStatus;
 use collectors::state::TokenSet;
 
 use crate::app::{Change, Workers};

@@ -4,7 +4,6 @@
 //! keeps a failing (or panicking) collector from failing the scrape.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,8 +11,10 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::collect::{Collect, CollectError};
+use crate::exporter::{ConfigStatus, ExporterInfo};
 use crate::family::{family, gauge, label, TextOut};
-use crate::state::{AtomicF64, TokenSet, TokenState};
+use crate::process::ProcessMetrics;
+use crate::state::{TokenSet, TokenState};
 use crate::token_collector::LiveTokenCollector;
 
 /// What collectors are built from.
@@ -33,40 +34,6 @@ impl CollectorContext {
             tokens: TokenSet::new(tokens),
             config: Arc::new(config),
         }
-    }
-}
-
-/// `vault_token_exporter_config_last_reload_successful` and
-/// `..._success_timestamp_seconds`: written by the (re)loader, read by scrapes.
-#[derive(Debug)]
-pub struct ConfigStatus {
-    successful: AtomicBool,
-    last_success: AtomicF64,
-}
-
-impl Default for ConfigStatus {
-    fn default() -> Self {
-        ConfigStatus {
-            successful: AtomicBool::new(false),
-            last_success: AtomicF64::absent(),
-        }
-    }
-}
-
-impl ConfigStatus {
-    /// The configuration was (re)loaded at `unix` seconds.
-    pub fn loaded(&self, unix: f64) {
-        self.last_success.set(unix);
-        self.successful.store(true, Ordering::Relaxed);
-    }
-
-    /// A reload failed: the previous configuration keeps running.
-    pub fn failed(&self) {
-        self.successful.store(false, Ordering::Relaxed);
-    }
-
-    pub fn successful(&self) -> bool {
-        self.successful.load(Ordering::Relaxed)
     }
 }
 
@@ -103,74 +70,6 @@ pub const COLLECTORS: &[CollectorSpec] = &[
         },
     },
 ];
-
-/// What this binary was built from, recorded by `build.rs`.
-pub mod build {
-    /// The package version.
-    pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-    /// `git rev-parse --short HEAD` at build time, `unknown` outside a git checkout.
-    pub const REVISION: &str = env!("VTE_GIT_REVISION");
-    /// `rustc --version` of the compiler that built it.
-    pub const RUSTC_VERSION: &str = env!("VTE_RUSTC_VERSION");
-}
-
-/// `vault_token_exporter_build_info` and the config reload gauges.
-struct ExporterInfo(Arc<ConfigStatus>);
-
-impl Collect for ExporterInfo {
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
-        let mut f = family(
-            "vault_token_exporter_build_info",
-            "Build information of vault-token-exporter; the value is 1.",
-            MetricType::GAUGE,
-            1,
-        );
-        f.mut_metric().push(gauge(
-            vec![
-                label("version", build::VERSION),
-                label("revision", build::REVISION),
-                label("rustc_version", build::RUSTC_VERSION),
-            ],
-            1.0,
-        ));
-        out.push(f);
-        let mut successful = family(
-            "vault_token_exporter_config_last_reload_successful",
-            "1 if the last (re)load of the configuration succeeded.",
-            MetricType::GAUGE,
-            1,
-        );
-        successful
-            .mut_metric()
-            .push(gauge(Vec::new(), f64::from(u8::from(self.0.successful()))));
-        out.push(successful);
-        if let Some(at) = self.0.last_success.get() {
-            let mut f = family(
-                "vault_token_exporter_config_last_reload_success_timestamp_seconds",
-                "Unix time of the last successful (re)load of the configuration.",
-                MetricType::GAUGE,
-                1,
-            );
-            f.mut_metric().push(gauge(Vec::new(), at));
-            out.push(f);
-        }
-        Ok(())
-    }
-}
-
-/// The prometheus crate's process collector (Linux `/proc/self`).
-struct ProcessMetrics(prometheus::process_collector::ProcessCollector);
-
-impl Collect for ProcessMetrics {
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
-        let families = self.0.collect();
-        if families.is_empty() {
-            return Err(CollectError("cannot read /proc/self".into()));
-        }
-        out.extend(families);
-        Ok(())
-    }
-}
 
 /// The enabled collectors behind one `prometheus` collector, each timed and guarded.
 pub struct Collectors {
@@ -302,6 +201,7 @@ fn outcome_families(outcomes: &[(&str, bool, f64)]) -> [MetricFamily; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exporter::build;
     use prometheus::Encoder;
 
     struct Failing;
