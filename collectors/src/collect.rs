@@ -2,6 +2,7 @@
 //! imports only this (and the writers of `family`), never the table that lists the
 //! collectors ([`crate::collector::COLLECTORS`]) or the wrapper that runs them.
 
+use prometheus::core::Desc;
 use prometheus::proto::MetricFamily;
 
 use crate::family::TextOut;
@@ -13,6 +14,14 @@ pub struct CollectError(pub String);
 
 /// One pluggable source of metric families.
 pub trait Collect: Send + Sync {
+    /// The families this collector exports whatever its state, with their label names:
+    /// a registry rejects a collector whose families clash with another's (see
+    /// [`crate::family::describe`]). The default, none, leaves the collector unchecked,
+    /// as the Prometheus client guidelines allow for dynamic metrics.
+    fn describe(&self) -> Vec<Desc> {
+        Vec::new()
+    }
+
     /// Appends this collector's families to `out`.
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError>;
 

@@ -12,7 +12,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::collect::{Collect, CollectError};
 use crate::exporter::{ConfigStatus, ExporterInfo};
-use crate::family::{family, gauge, label, TextOut};
+use crate::family::{describe, family, gauge, label, TextOut};
 use crate::process::ProcessMetrics;
 use crate::state::{TokenSet, TokenState};
 use crate::token_collector::LiveTokenCollector;
@@ -74,6 +74,8 @@ pub const COLLECTORS: &[CollectorSpec] = &[
 /// The enabled collectors behind one `prometheus` collector, each timed and guarded.
 pub struct Collectors {
     enabled: Vec<(&'static str, Box<dyn Collect>)>,
+    /// What the collectors describe, and the outcome families.
+    descs: Vec<Desc>,
 }
 
 impl Collectors {
@@ -84,12 +86,14 @@ impl Collectors {
             .filter(|spec| enabled.contains(&spec.name))
             .map(|spec| (spec.name, (spec.build)(ctx)))
             .collect();
-        Collectors { enabled }
+        Collectors::from_parts(enabled)
     }
 
     /// Builds from explicit collectors (tests, benchmarks).
     pub fn from_parts(enabled: Vec<(&'static str, Box<dyn Collect>)>) -> Collectors {
-        Collectors { enabled }
+        let mut descs: Vec<Desc> = enabled.iter().flat_map(|(_, c)| c.describe()).collect();
+        descs.extend(OUTCOME_FAMILIES.map(|(name, help)| describe(name, help, &["collector"])));
+        Collectors { enabled, descs }
     }
 
     /// Names of the collectors that run.
@@ -99,10 +103,11 @@ impl Collectors {
 }
 
 impl Collector for Collectors {
+    /// The families the collectors describe: a registry refuses this collector if one of
+    /// them is already registered, or if two collectors describe the same family.
+    /// Families a collector does not describe (process, dynamic ones) go unchecked.
     fn desc(&self) -> Vec<&Desc> {
-        // The series depend on the configured tokens; an unchecked collector, as the
-        // Prometheus client guidelines allow for collectors of dynamic metrics.
-        Vec::new()
+        self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -174,20 +179,23 @@ fn guarded(name: &str, run: impl FnOnce() -> Result<(), CollectError>) -> bool {
     }
 }
 
-/// `..._collector_success` and `..._collector_duration_seconds` from (name, ok, seconds).
-fn outcome_families(outcomes: &[(&str, bool, f64)]) -> [MetricFamily; 2] {
-    let mut success = family(
+/// `..._collector_success` and `..._collector_duration_seconds`: name and help.
+const OUTCOME_FAMILIES: [(&str, &str); 2] = [
+    (
         "vault_token_exporter_collector_success",
         "1 if the collector succeeded in this scrape.",
-        MetricType::GAUGE,
-        outcomes.len(),
-    );
-    let mut duration = family(
+    ),
+    (
         "vault_token_exporter_collector_duration_seconds",
         "Time the collector took in this scrape.",
-        MetricType::GAUGE,
-        outcomes.len(),
-    );
+    ),
+];
+
+/// The [`OUTCOME_FAMILIES`] from (name, ok, seconds).
+fn outcome_families(outcomes: &[(&str, bool, f64)]) -> [MetricFamily; 2] {
+    let [(success, success_help), (duration, duration_help)] = OUTCOME_FAMILIES;
+    let mut success = family(success, success_help, MetricType::GAUGE, outcomes.len());
+    let mut duration = family(duration, duration_help, MetricType::GAUGE, outcomes.len());
     for (name, ok, seconds) in outcomes {
         let labels = || vec![label("collector", name)];
         duration.mut_metric().push(gauge(labels(), *seconds));
@@ -311,6 +319,22 @@ mod tests {
         assert!(text
             .clashes()
             .contains(&"vault_token_exporter_build_info".to_owned()));
+        // A registry sees the same: it takes the table, refuses the clash.
+        let registry = prometheus::Registry::new();
+        registry
+            .register(Box::new(Collectors::new(&ctx, &every)))
+            .expect("the table's collectors describe disjoint families");
+        let described = Collectors::new(&ctx, &every).desc().len();
+        assert!(described > 14, "{described} families described");
+        assert!(prometheus::Registry::new()
+            .register(Box::new(twice))
+            .is_err());
+        // And so does a library user's registry that already has one of the names.
+        let registry = prometheus::Registry::new();
+        let own = prometheus::Gauge::new("vault_token_ttl_seconds", "Mine.").unwrap();
+        registry.register(Box::new(own)).unwrap();
+        let ours = Collectors::new(&ctx, &["token"]);
+        assert!(registry.register(Box::new(ours)).is_err());
     }
 
     #[test]

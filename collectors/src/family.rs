@@ -3,10 +3,21 @@
 
 use std::borrow::Cow;
 
+use prometheus::core::Desc;
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 use prometheus::{Encoder, TextEncoder};
+
+/// The descriptor of a family with these label names, for [`crate::collect::Collect::describe`].
+///
+/// # Panics
+/// On an invalid metric or label name: names are constants of this program.
+pub fn describe(name: &str, help: &str, labels: &[&str]) -> Desc {
+    let labels = labels.iter().map(|l| l.to_string()).collect();
+    Desc::new(name.into(), help.into(), labels, Default::default())
+        .unwrap_or_else(|e| panic!("family {name}: {e}"))
+}
 
 /// An empty family with room for `capacity` series.
 pub fn family(name: &str, help: &str, kind: MetricType, capacity: usize) -> MetricFamily {

@@ -1,7 +1,7 @@
 //! The `process` collector: CPU, memory, file descriptors and threads of this process,
 //! from the prometheus crate's process collector.
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 
 use crate::collect::{Collect, CollectError};
@@ -10,6 +10,10 @@ use crate::collect::{Collect, CollectError};
 pub(crate) struct ProcessMetrics(pub(crate) prometheus::process_collector::ProcessCollector);
 
 impl Collect for ProcessMetrics {
+    fn describe(&self) -> Vec<Desc> {
+        self.0.desc().into_iter().cloned().collect()
+    }
+
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
         let families = self.0.collect();
         if families.is_empty() {

@@ -12,13 +12,14 @@
 
 use std::sync::{Arc, RwLock};
 
+use prometheus::core::Desc;
 use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::clock::unix_now;
 use crate::collect::{Collect, CollectError};
 use crate::error::Reason;
 use crate::family::{
-    counter, family, gauge, histogram, label, Buckets, FamilyText, Label, TextOut,
+    counter, describe, family, gauge, histogram, label, Buckets, FamilyText, Label, TextOut,
 };
 use crate::state::{
     Outcome, Snapshot, TokenInfo, TokenSet, TokenState, TokenStatus, DURATION_BUCKETS,
@@ -168,6 +169,20 @@ const FAMILIES: [TokenFamily; 14] = [
         }),
     },
 ];
+
+/// The descriptors of [`FAMILIES`], with their label names.
+fn describe_families() -> Vec<Desc> {
+    let describe_one = |f: &TokenFamily| {
+        let mut labels = vec!["vault"];
+        match &f.series {
+            Series::Each { label, .. } => labels.push(label),
+            Series::Info(read) => labels.extend(read(&TokenInfo::default()).map(|(k, _)| k)),
+            Series::One(_) | Series::Histogram { .. } => {}
+        }
+        describe(f.name, f.help, &labels)
+    };
+    FAMILIES.iter().map(describe_one).collect()
+}
 
 /// What one scrape reads of a token, once.
 struct Seen {
@@ -359,6 +374,10 @@ impl TokenCollector {
 }
 
 impl Collect for TokenCollector {
+    fn describe(&self) -> Vec<Desc> {
+        describe_families()
+    }
+
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
         out.extend(self.families_at(unix_now()));
         Ok(())
@@ -406,6 +425,10 @@ impl LiveTokenCollector {
 }
 
 impl Collect for LiveTokenCollector {
+    fn describe(&self) -> Vec<Desc> {
+        describe_families()
+    }
+
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
         self.current().collect(out)
     }
@@ -700,6 +723,28 @@ mod tests {
                 "{} has no series of the hostile token:\n{expected}",
                 f.name
             );
+        }
+    }
+
+    #[test]
+    fn every_family_is_described_with_its_help_and_label_names() {
+        let token = Arc::new(TokenState::new("prod"));
+        token.expiry.set(3000.0);
+        token.max_expiry.set(4000.0);
+        token.last_renewal.set(1000.0);
+        token.next_renewal.set(2500.0);
+        token.set_info(crate::state::TokenInfo::default());
+        let descs = describe_families();
+        assert_eq!(descs.len(), FAMILIES.len());
+        let families = TokenCollector::new(vec![token]).families_at(2000.0);
+        assert_eq!(families.len(), FAMILIES.len(), "every family has a series");
+        for f in families {
+            let d = descs.iter().find(|d| d.fq_name == f.name()).unwrap();
+            assert_eq!(d.help, f.help());
+            for m in f.get_metric() {
+                let names: Vec<&str> = m.get_label().iter().map(|l| l.name()).collect();
+                assert_eq!(names, d.variable_labels, "{}", f.name());
+            }
         }
     }
 
