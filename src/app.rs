@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use collectors::client::{Agents, VaultClient};
-use collectors::collector::TokenSet;
+use collectors::clock::{Clock, SystemClock};
 use collectors::logfmt::Value;
 use collectors::source::loose_permissions_warning;
+use collectors::state::TokenSet;
 use collectors::state::TokenState;
 use collectors::watch::{FileWatcher, Wakeup};
-use collectors::worker::{Clock, Stopper, SystemClock, Worker};
+use collectors::worker::{Stopper, Worker};
 
 use crate::config::{ConfigError, TokenConfig};
 

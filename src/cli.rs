@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, Command};
-use collectors::collector::{build, COLLECTORS};
+use collectors::collector::COLLECTORS;
+use collectors::exporter::build;
 
 use crate::logging::LogFormat;
 

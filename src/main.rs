@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use collectors::collector::{CollectorContext, Collectors, ConfigStatus, TokenSet};
+use collectors::collector::{CollectorContext, Collectors};
+use collectors::exporter::ConfigStatus;
+use collectors::state::TokenSet;
 use vault_token_exporter::reload::{answer_reload, read_web_config, Reloader, Source};
 use vault_token_exporter::{app, check, cli, config, demo, http, logging, signals};
 

@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use collectors::collector::{ConfigStatus, TokenSet};
-use collectors::worker::unix_now;
+use collectors::clock::unix_now;
+use collectors::exporter::ConfigStatus;
+use collectors::state::TokenSet;
 
 use crate::app::{Change, Workers};
 use crate::config::{self, ConfigError, TokenConfig};

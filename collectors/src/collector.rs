@@ -4,41 +4,18 @@
 //! keeps a failing (or panicking) collector from failing the scrape.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 
-use crate::family::{family, gauge, label, TextOut};
-use crate::state::{AtomicF64, TokenState};
+use crate::collect::{Collect, CollectError};
+use crate::exporter::{ConfigStatus, ExporterInfo};
+use crate::family::{describe, family, gauge, label, TextOut};
+use crate::process::ProcessMetrics;
+use crate::state::{TokenSet, TokenState};
 use crate::token_collector::LiveTokenCollector;
-
-/// A collector could not produce its metrics this scrape.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CollectError(pub String);
-
-/// One pluggable source of metric families.
-pub trait Collect: Send + Sync {
-    /// Appends this collector's families to `out`.
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError>;
-
-    /// Writes this collector's families in the text format (the scrape path): the bytes
-    /// `TextEncoder` writes for what `collect` gives, series sorted as `Registry::gather`
-    /// sorts them. The default does exactly that; a collector with many series writes
-    /// them directly, without building protobuf structures.
-    fn write_text(&self, out: &mut TextOut) -> Result<(), CollectError> {
-        let mut families = Vec::new();
-        self.collect(&mut families)?;
-        for family in families {
-            out.push_family(family)
-                .map_err(|e| CollectError(format!("cannot encode: {e}")))?;
-        }
-        Ok(())
-    }
-}
 
 /// What collectors are built from.
 pub struct CollectorContext {
@@ -52,68 +29,11 @@ impl CollectorContext {
     /// A context for `tokens`, with the configuration counted as loaded now.
     pub fn new(tokens: Vec<Arc<TokenState>>) -> CollectorContext {
         let config = ConfigStatus::default();
-        config.loaded(crate::worker::unix_now());
+        config.loaded(crate::clock::unix_now());
         CollectorContext {
             tokens: TokenSet::new(tokens),
             config: Arc::new(config),
         }
-    }
-}
-
-/// The configured tokens, shared by the collectors and replaced whole by a reload.
-///
-/// The lock is held only to clone or swap an `Arc`: workers never take it, so a scrape
-/// never waits for a worker, and a reload waits for no scrape longer than that clone.
-#[derive(Clone, Default)]
-pub struct TokenSet(Arc<RwLock<Arc<[Arc<TokenState>]>>>);
-
-impl TokenSet {
-    pub fn new(tokens: Vec<Arc<TokenState>>) -> TokenSet {
-        TokenSet(Arc::new(RwLock::new(tokens.into())))
-    }
-
-    /// The tokens as of now.
-    pub fn current(&self) -> Arc<[Arc<TokenState>]> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Makes `tokens` the exported set: the series of tokens not in it go.
-    pub fn replace(&self, tokens: Vec<Arc<TokenState>>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = tokens.into();
-    }
-}
-
-/// `vault_token_exporter_config_last_reload_successful` and
-/// `..._success_timestamp_seconds`: written by the (re)loader, read by scrapes.
-#[derive(Debug)]
-pub struct ConfigStatus {
-    successful: AtomicBool,
-    last_success: AtomicF64,
-}
-
-impl Default for ConfigStatus {
-    fn default() -> Self {
-        ConfigStatus {
-            successful: AtomicBool::new(false),
-            last_success: AtomicF64::absent(),
-        }
-    }
-}
-
-impl ConfigStatus {
-    /// The configuration was (re)loaded at `unix` seconds.
-    pub fn loaded(&self, unix: f64) {
-        self.last_success.set(unix);
-        self.successful.store(true, Ordering::Relaxed);
-    }
-
-    /// A reload failed: the previous configuration keeps running.
-    pub fn failed(&self) {
-        self.successful.store(false, Ordering::Relaxed);
-    }
-
-    pub fn successful(&self) -> bool {
-        self.successful.load(Ordering::Relaxed)
     }
 }
 
@@ -151,77 +71,11 @@ pub const COLLECTORS: &[CollectorSpec] = &[
     },
 ];
 
-/// What this binary was built from, recorded by `build.rs`.
-pub mod build {
-    /// The package version.
-    pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-    /// `git rev-parse --short HEAD` at build time, `unknown` outside a git checkout.
-    pub const REVISION: &str = env!("VTE_GIT_REVISION");
-    /// `rustc --version` of the compiler that built it.
-    pub const RUSTC_VERSION: &str = env!("VTE_RUSTC_VERSION");
-}
-
-/// `vault_token_exporter_build_info` and the config reload gauges.
-struct ExporterInfo(Arc<ConfigStatus>);
-
-impl Collect for ExporterInfo {
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
-        let mut f = family(
-            "vault_token_exporter_build_info",
-            "Build information of vault-token-exporter; the value is 1.",
-            MetricType::GAUGE,
-            1,
-        );
-        f.mut_metric().push(gauge(
-            vec![
-                label("version", build::VERSION),
-                label("revision", build::REVISION),
-                label("rustc_version", build::RUSTC_VERSION),
-            ],
-            1.0,
-        ));
-        out.push(f);
-        let mut successful = family(
-            "vault_token_exporter_config_last_reload_successful",
-            "1 if the last (re)load of the configuration succeeded.",
-            MetricType::GAUGE,
-            1,
-        );
-        successful
-            .mut_metric()
-            .push(gauge(Vec::new(), f64::from(u8::from(self.0.successful()))));
-        out.push(successful);
-        if let Some(at) = self.0.last_success.get() {
-            let mut f = family(
-                "vault_token_exporter_config_last_reload_success_timestamp_seconds",
-                "Unix time of the last successful (re)load of the configuration.",
-                MetricType::GAUGE,
-                1,
-            );
-            f.mut_metric().push(gauge(Vec::new(), at));
-            out.push(f);
-        }
-        Ok(())
-    }
-}
-
-/// The prometheus crate's process collector (Linux `/proc/self`).
-struct ProcessMetrics(prometheus::process_collector::ProcessCollector);
-
-impl Collect for ProcessMetrics {
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
-        let families = self.0.collect();
-        if families.is_empty() {
-            return Err(CollectError("cannot read /proc/self".into()));
-        }
-        out.extend(families);
-        Ok(())
-    }
-}
-
 /// The enabled collectors behind one `prometheus` collector, each timed and guarded.
 pub struct Collectors {
     enabled: Vec<(&'static str, Box<dyn Collect>)>,
+    /// What the collectors describe, and the outcome families.
+    descs: Vec<Desc>,
 }
 
 impl Collectors {
@@ -232,12 +86,14 @@ impl Collectors {
             .filter(|spec| enabled.contains(&spec.name))
             .map(|spec| (spec.name, (spec.build)(ctx)))
             .collect();
-        Collectors { enabled }
+        Collectors::from_parts(enabled)
     }
 
     /// Builds from explicit collectors (tests, benchmarks).
     pub fn from_parts(enabled: Vec<(&'static str, Box<dyn Collect>)>) -> Collectors {
-        Collectors { enabled }
+        let mut descs: Vec<Desc> = enabled.iter().flat_map(|(_, c)| c.describe()).collect();
+        descs.extend(OUTCOME_FAMILIES.map(|(name, help)| describe(name, help, &["collector"])));
+        Collectors { enabled, descs }
     }
 
     /// Names of the collectors that run.
@@ -247,10 +103,11 @@ impl Collectors {
 }
 
 impl Collector for Collectors {
+    /// The families the collectors describe: a registry refuses this collector if one of
+    /// them is already registered, or if two collectors describe the same family.
+    /// Families a collector does not describe (process, dynamic ones) go unchecked.
     fn desc(&self) -> Vec<&Desc> {
-        // The series depend on the configured tokens; an unchecked collector, as the
-        // Prometheus client guidelines allow for collectors of dynamic metrics.
-        Vec::new()
+        self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -292,7 +149,18 @@ impl Collectors {
                 log::error!("cannot encode the collector metrics: {e}");
             }
         }
-        out.into_ordered()
+        let text = out.into_ordered();
+        if !text.clashes().is_empty() {
+            // A bug of this program, not of the scrape: said once, not at every scrape.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                log::error!(
+                    "two collectors export the same families, served merged: {}",
+                    text.clashes().join(", ")
+                )
+            });
+        }
+        text
     }
 }
 
@@ -311,20 +179,23 @@ fn guarded(name: &str, run: impl FnOnce() -> Result<(), CollectError>) -> bool {
     }
 }
 
-/// `..._collector_success` and `..._collector_duration_seconds` from (name, ok, seconds).
-fn outcome_families(outcomes: &[(&str, bool, f64)]) -> [MetricFamily; 2] {
-    let mut success = family(
+/// `..._collector_success` and `..._collector_duration_seconds`: name and help.
+const OUTCOME_FAMILIES: [(&str, &str); 2] = [
+    (
         "vault_token_exporter_collector_success",
         "1 if the collector succeeded in this scrape.",
-        MetricType::GAUGE,
-        outcomes.len(),
-    );
-    let mut duration = family(
+    ),
+    (
         "vault_token_exporter_collector_duration_seconds",
         "Time the collector took in this scrape.",
-        MetricType::GAUGE,
-        outcomes.len(),
-    );
+    ),
+];
+
+/// The [`OUTCOME_FAMILIES`] from (name, ok, seconds).
+fn outcome_families(outcomes: &[(&str, bool, f64)]) -> [MetricFamily; 2] {
+    let [(success, success_help), (duration, duration_help)] = OUTCOME_FAMILIES;
+    let mut success = family(success, success_help, MetricType::GAUGE, outcomes.len());
+    let mut duration = family(duration, duration_help, MetricType::GAUGE, outcomes.len());
     for (name, ok, seconds) in outcomes {
         let labels = || vec![label("collector", name)];
         duration.mut_metric().push(gauge(labels(), *seconds));
@@ -338,6 +209,7 @@ fn outcome_families(outcomes: &[(&str, bool, f64)]) -> [MetricFamily; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exporter::build;
     use prometheus::Encoder;
 
     struct Failing;
@@ -424,6 +296,45 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(names, sorted, "families in name order, each once");
+    }
+
+    /// A family name belongs to one collector: a second writer would merge its series
+    /// under the first one's HELP and TYPE, which no scrape should show.
+    #[test]
+    fn no_two_collectors_of_the_table_export_the_same_family() {
+        let token = Arc::new(TokenState::new("prod"));
+        token.expiry.set(2.0e9);
+        token.max_expiry.set(2.1e9);
+        token.last_renewal.set(1.0e9);
+        token.set_info(crate::state::TokenInfo::default());
+        let ctx = CollectorContext::new(vec![token]);
+        let every: Vec<&str> = COLLECTORS.iter().map(|c| c.name).collect();
+        let text = Collectors::new(&ctx, &every).write_text(0);
+        assert_eq!(text.clashes(), [] as [String; 0]);
+        let twice = Collectors::from_parts(vec![
+            ("exporter", exporter_info() as Box<dyn Collect>),
+            ("again", exporter_info()),
+        ]);
+        let text = twice.write_text(0);
+        assert!(text
+            .clashes()
+            .contains(&"vault_token_exporter_build_info".to_owned()));
+        // A registry sees the same: it takes the table, refuses the clash.
+        let registry = prometheus::Registry::new();
+        registry
+            .register(Box::new(Collectors::new(&ctx, &every)))
+            .expect("the table's collectors describe disjoint families");
+        let described = Collectors::new(&ctx, &every).desc().len();
+        assert!(described > 14, "{described} families described");
+        assert!(prometheus::Registry::new()
+            .register(Box::new(twice))
+            .is_err());
+        // And so does a library user's registry that already has one of the names.
+        let registry = prometheus::Registry::new();
+        let own = prometheus::Gauge::new("vault_token_ttl_seconds", "Mine.").unwrap();
+        registry.register(Box::new(own)).unwrap();
+        let ours = Collectors::new(&ctx, &["token"]);
+        assert!(registry.register(Box::new(ours)).is_err());
     }
 
     #[test]

@@ -3,10 +3,21 @@
 
 use std::borrow::Cow;
 
+use prometheus::core::Desc;
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 use prometheus::{Encoder, TextEncoder};
+
+/// The descriptor of a family with these label names, for [`crate::collect::Collect::describe`].
+///
+/// # Panics
+/// On an invalid metric or label name: names are constants of this program.
+pub fn describe(name: &str, help: &str, labels: &[&str]) -> Desc {
+    let labels = labels.iter().map(|l| l.to_string()).collect();
+    Desc::new(name.into(), help.into(), labels, Default::default())
+        .unwrap_or_else(|e| panic!("family {name}: {e}"))
+}
 
 /// An empty family with room for `capacity` series.
 pub fn family(name: &str, help: &str, kind: MetricType, capacity: usize) -> MetricFamily {
@@ -79,11 +90,12 @@ pub fn histogram(
 /// where each family's text lies, so that the families can be served in name order (as
 /// `Registry::gather` orders them) without building protobuf structures or copying text.
 ///
-/// Collectors with many series write them straight into [`TextOut::buf`] between
-/// [`TextOut::begin_family`] and [`TextOut::end_family`] (with [`write_series`]);
-/// others hand whole families to [`TextOut::push_family`], which encodes them with the
-/// prometheus crate's `TextEncoder`. Either way the bytes are the ones `TextEncoder`
-/// writes for `Registry::gather`'s families.
+/// Collectors with many series write them through [`TextOut::family`], whose
+/// [`FamilyText`] takes label values only as [`Label`]s or `&str` pairs and escapes them
+/// itself: no collector writes raw text. Others hand whole families to
+/// [`TextOut::push_family`], which encodes them with the prometheus crate's
+/// `TextEncoder`. Either way the bytes are the ones `TextEncoder` writes for
+/// `Registry::gather`'s families.
 #[derive(Debug, Default)]
 pub struct TextOut {
     buf: Vec<u8>,
@@ -98,15 +110,6 @@ struct TextFamily {
     /// Where its first series starts.
     series: usize,
     end: usize,
-}
-
-/// A family being written: hand it back to [`TextOut::end_family`].
-#[derive(Debug)]
-#[must_use]
-pub struct OpenFamily {
-    name: Cow<'static, str>,
-    start: usize,
-    series: usize,
 }
 
 /// A position in a [`TextOut`], to drop what a failing collector wrote after it.
@@ -131,14 +134,15 @@ impl TextOut {
         self.buf.is_empty()
     }
 
-    /// Writes the `# HELP` and `# TYPE` lines of a family; its series go to
-    /// [`TextOut::buf`] until [`TextOut::end_family`].
-    pub fn begin_family(
+    /// Starts a family: writes its `# HELP` and `# TYPE` lines; its series follow through
+    /// the returned writer. The family closes when the writer is dropped; one without
+    /// series is dropped whole, as the registry drops it.
+    pub fn family(
         &mut self,
         name: impl Into<Cow<'static, str>>,
         help: &str,
         kind: MetricType,
-    ) -> OpenFamily {
+    ) -> FamilyText<'_> {
         let name = name.into();
         let start = self.buf.len();
         let buf = &mut self.buf;
@@ -154,30 +158,13 @@ impl TextOut {
         buf.push(b' ');
         buf.extend_from_slice(type_name(kind).as_bytes());
         buf.push(b'\n');
-        OpenFamily {
-            name,
+        let series = self.buf.len();
+        FamilyText {
+            out: self,
+            name: Some(name),
             start,
-            series: self.buf.len(),
+            series,
         }
-    }
-
-    /// The buffer the series of the open family are written to.
-    pub fn buf(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    /// Closes a family; one without series is dropped, as the registry drops it.
-    pub fn end_family(&mut self, family: OpenFamily) {
-        if self.buf.len() == family.series {
-            self.buf.truncate(family.start);
-            return;
-        }
-        self.families.push(TextFamily {
-            name: family.name,
-            start: family.start,
-            series: family.series,
-            end: self.buf.len(),
-        });
     }
 
     /// Appends a protobuf family, its series sorted as `Registry::gather` sorts them and
@@ -222,14 +209,19 @@ impl TextOut {
         self.families.truncate(mark.1);
     }
 
-    /// The families in name order, as `Registry::gather` returns them; series of families
-    /// written more than once (by two collectors) follow one another under one header.
+    /// The families in name order, as `Registry::gather` returns them. A family written
+    /// more than once (by two collectors) is a clash: its series follow one another under
+    /// the first header, as `gather` merges them, and [`OrderedText::clashes`] names it.
     pub fn into_ordered(mut self) -> OrderedText {
         self.families.sort_by(|a, b| a.name.cmp(&b.name));
         let mut pieces: Vec<std::ops::Range<usize>> = Vec::with_capacity(self.families.len());
+        let mut clashes: Vec<String> = Vec::new();
         let mut previous: Option<&str> = None;
         for f in &self.families {
             let from = if previous == Some(f.name.as_ref()) {
+                if clashes.last().map(String::as_str) != Some(f.name.as_ref()) {
+                    clashes.push(f.name.to_string());
+                }
                 f.series
             } else {
                 f.start
@@ -247,8 +239,158 @@ impl TextOut {
             piece: 0,
             pos: 0,
             len,
+            clashes,
         }
     }
+}
+
+/// A family being written into a [`TextOut`]; it closes when dropped.
+///
+/// Every label value goes through the text format's escaping here: [`Label`]s escape once
+/// when made, `&str` pairs as they are written. Series must come in the order
+/// `Registry::gather` sorts them (by label values); the writer does not sort.
+#[derive(Debug)]
+pub struct FamilyText<'a> {
+    out: &'a mut TextOut,
+    /// Taken when the family closes.
+    name: Option<Cow<'static, str>>,
+    start: usize,
+    series: usize,
+}
+
+impl FamilyText<'_> {
+    /// One series: `labels` in order, then `value`.
+    pub fn series(&mut self, labels: &[&Label], value: f64) {
+        self.line("", labels, &[], None, value);
+    }
+
+    /// One series whose last labels are only known now (escaped as they are written).
+    pub fn series_with(&mut self, labels: &[&Label], more: &[(&str, &str)], value: f64) {
+        self.line("", labels, more, None, value);
+    }
+
+    /// The series of one histogram: a cumulative count per bucket of `buckets`, the
+    /// `+Inf` bucket (`count`), then `_sum` and `_count`, as `TextEncoder` writes them.
+    pub fn histogram(
+        &mut self,
+        labels: &[&Label],
+        buckets: &Buckets,
+        cumulative: &[u64],
+        count: u64,
+        sum: f64,
+    ) {
+        let count = count as f64;
+        for (le, n) in buckets.0.iter().zip(cumulative) {
+            self.line("_bucket", labels, &[], Some(le), *n as f64);
+        }
+        self.line("_bucket", labels, &[], Some(&buckets.1), count);
+        self.line("_sum", labels, &[], None, sum);
+        self.line("_count", labels, &[], None, count);
+    }
+
+    /// `name` `suffix` `{labels,more,last}` `value`; no braces without labels.
+    fn line(
+        &mut self,
+        suffix: &str,
+        labels: &[&Label],
+        more: &[(&str, &str)],
+        last: Option<&Label>,
+        value: f64,
+    ) {
+        let name = self.name.as_deref().unwrap_or_default();
+        let buf = &mut self.out.buf;
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(suffix.as_bytes());
+        let mut separator = b'{';
+        for label in labels.iter().copied() {
+            buf.push(separator);
+            buf.extend_from_slice(label.0.as_bytes());
+            separator = b',';
+        }
+        for (name, value) in more {
+            buf.push(separator);
+            write_pair(buf, name, value);
+            separator = b',';
+        }
+        if let Some(last) = last {
+            buf.push(separator);
+            buf.extend_from_slice(last.0.as_bytes());
+            separator = b',';
+        }
+        if separator == b',' {
+            buf.push(b'}');
+        }
+        buf.push(b' ');
+        write_value(buf, value);
+        buf.push(b'\n');
+    }
+}
+
+impl Drop for FamilyText<'_> {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        let out = &mut *self.out;
+        if out.buf.len() == self.series {
+            out.buf.truncate(self.start);
+            return;
+        }
+        out.families.push(TextFamily {
+            name,
+            start: self.start,
+            series: self.series,
+            end: out.buf.len(),
+        });
+    }
+}
+
+/// A `name="value"` label pair, its value escaped when it is made: made once (per token,
+/// per label value) and written into many series. The only way, with the `&str` pairs of
+/// [`FamilyText::series_with`], that a label reaches the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label(Box<str>);
+
+impl Label {
+    pub fn new(name: &str, value: &str) -> Label {
+        let mut out = Vec::with_capacity(name.len() + value.len() + 3);
+        write_pair(&mut out, name, value);
+        Label(
+            String::from_utf8(out)
+                .expect("escaping keeps UTF-8")
+                .into_boxed_str(),
+        )
+    }
+
+    /// The pair as it appears in a series.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The `le` labels of a histogram's buckets, `+Inf` last, as `TextEncoder` writes them.
+#[derive(Clone, Debug)]
+pub struct Buckets(Vec<Label>, Label);
+
+impl Buckets {
+    /// The buckets with these upper bounds.
+    pub fn new(bounds: &[f64]) -> Buckets {
+        let le = bounds
+            .iter()
+            .map(|b| Label::new("le", &b.to_string()))
+            .collect();
+        Buckets(le, Label::new("le", "+Inf"))
+    }
+}
+
+/// `name="value"`, the value escaped.
+fn write_pair(out: &mut Vec<u8>, name: &str, value: &str) {
+    debug_assert!(
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "label name {name:?}"
+    );
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    escape_into(out, value, true);
+    out.push(b'"');
 }
 
 /// A scrape's text in family order, readable without copying it into one buffer first.
@@ -260,6 +402,7 @@ pub struct OrderedText {
     /// Offset in the current piece.
     pos: usize,
     len: usize,
+    clashes: Vec<String>,
 }
 
 impl OrderedText {
@@ -270,6 +413,11 @@ impl OrderedText {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Families written more than once: two collectors export the same name.
+    pub fn clashes(&self) -> &[String] {
+        &self.clashes
     }
 
     /// The whole text in one buffer.
@@ -335,7 +483,7 @@ fn type_name(kind: MetricType) -> &'static str {
 
 /// Appends `text` escaped as the text format wants it: `\` and newline always, `"` in
 /// label values.
-pub fn escape_into(out: &mut Vec<u8>, text: &str, label_value: bool) {
+fn escape_into(out: &mut Vec<u8>, text: &str, label_value: bool) {
     let special = |b: u8| b == b'\\' || b == b'\n' || (label_value && b == b'"');
     if !text.bytes().any(special) {
         out.extend_from_slice(text.as_bytes());
@@ -351,45 +499,9 @@ pub fn escape_into(out: &mut Vec<u8>, text: &str, label_value: bool) {
     }
 }
 
-/// `{name="value"` with the value escaped: the opening of a series' label set, computed
-/// once per token rather than once per series.
-pub fn label_set_opening(name: &str, value: &str) -> Box<str> {
-    let mut out = Vec::with_capacity(name.len() + value.len() + 4);
-    out.push(b'{');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"=\"");
-    escape_into(&mut out, value, true);
-    out.push(b'"');
-    String::from_utf8(out)
-        .expect("escaping keeps UTF-8")
-        .into_boxed_str()
-}
-
-/// Writes one series line: `name` `suffix` `opening` [`,extra`] `} value`. `opening` is a
-/// [`label_set_opening`]; `extra` is an already escaped `label="value"` pair.
-pub fn write_series(
-    out: &mut Vec<u8>,
-    name: &str,
-    suffix: &str,
-    opening: &str,
-    extra: Option<&str>,
-    value: f64,
-) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(suffix.as_bytes());
-    out.extend_from_slice(opening.as_bytes());
-    if let Some(extra) = extra {
-        out.push(b',');
-        out.extend_from_slice(extra.as_bytes());
-    }
-    out.extend_from_slice(b"} ");
-    write_value(out, value);
-    out.push(b'\n');
-}
-
 /// Appends `v` exactly as `TextEncoder` writes it (`f64`'s `Display`), integers without
 /// going through the formatter.
-pub fn write_value(out: &mut Vec<u8>, v: f64) {
+fn write_value(out: &mut Vec<u8>, v: f64) {
     // Integral values below 2^53 print as the integer; -0 prints as "-0".
     if v.fract() == 0.0 && v.abs() < 9.0e15 && !(v == 0.0 && v.is_sign_negative()) {
         let mut n = v as i64;
@@ -454,8 +566,8 @@ mod tests {
     #[test]
     fn label_values_and_help_are_escaped() {
         assert_eq!(
-            &*label_set_opening("vault", "a\"b\\c\nd"),
-            "{vault=\"a\\\"b\\\\c\\nd\""
+            Label::new("vault", "a\"b\\c\nd").as_str(),
+            "vault=\"a\\\"b\\\\c\\nd\""
         );
         let mut out = Vec::new();
         escape_into(&mut out, "say \"hi\"\\\n", false);
@@ -465,19 +577,17 @@ mod tests {
     #[test]
     fn families_come_out_in_name_order_and_empty_ones_are_dropped() {
         let mut out = TextOut::default();
-        let f = out.begin_family("b_total", "B.", MetricType::COUNTER);
-        write_series(out.buf(), "b_total", "", "{x=\"1\"", None, 2.0);
-        out.end_family(f);
-        let f = out.begin_family("empty", "Nothing.", MetricType::GAUGE);
-        out.end_family(f);
+        out.family("b_total", "B.", MetricType::COUNTER)
+            .series(&[&Label::new("x", "1")], 2.0);
+        drop(out.family("empty", "Nothing.", MetricType::GAUGE));
         let mut a = family("a", "A.", MetricType::GAUGE, 2);
         a.mut_metric().push(gauge(vec![label("k", "z")], 1.0));
         a.mut_metric().push(gauge(vec![label("k", "y")], 0.5));
         out.push_family(a).unwrap();
-        let f = out.begin_family("b_total", "B.", MetricType::COUNTER);
-        write_series(out.buf(), "b_total", "", "{x=\"2\"", None, 3.0);
-        out.end_family(f);
+        out.family("b_total", "B.", MetricType::COUNTER)
+            .series_with(&[], &[("x", "2")], 3.0);
         let ordered = out.into_ordered();
+        assert_eq!(ordered.clashes(), ["b_total"], "written twice");
         let len = ordered.len();
         let mut read = Vec::new();
         let mut reader = ordered;
@@ -496,15 +606,39 @@ mod tests {
     }
 
     #[test]
+    fn the_typed_writer_writes_what_the_text_encoder_writes() {
+        let hostile = "a\"b\\c\nd},x=\"1";
+        let text = |out: TextOut| String::from_utf8(out.into_ordered().into_vec()).unwrap();
+        let mut typed = TextOut::default();
+        typed
+            .family("bare", "No \\ labels\n.", MetricType::GAUGE)
+            .series(&[], 1.5);
+        {
+            let mut f = typed.family("pairs", "P.", MetricType::COUNTER);
+            // In gather's order: fewer labels first.
+            f.series_with(&[], &[("k", "z")], 3.0);
+            f.series_with(&[&Label::new("k", hostile)], &[("m", hostile)], 2.0);
+        }
+        let mut encoded = TextOut::default();
+        let mut bare = family("bare", "No \\ labels\n.", MetricType::GAUGE, 1);
+        bare.mut_metric().push(gauge(Vec::new(), 1.5));
+        encoded.push_family(bare).unwrap();
+        let mut pairs = family("pairs", "P.", MetricType::COUNTER, 2);
+        let hostile_pair = vec![label("k", hostile), label("m", hostile)];
+        pairs.mut_metric().push(counter(hostile_pair, 2.0));
+        pairs.mut_metric().push(counter(vec![label("k", "z")], 3.0));
+        encoded.push_family(pairs).unwrap();
+        assert_eq!(text(typed), text(encoded));
+    }
+
+    #[test]
     fn a_rollback_drops_what_was_written_after_the_mark() {
         let mut out = TextOut::default();
-        let f = out.begin_family("a", "A.", MetricType::GAUGE);
-        write_series(out.buf(), "a", "", "{x=\"1\"", None, 1.0);
-        out.end_family(f);
+        out.family("a", "A.", MetricType::GAUGE)
+            .series(&[&Label::new("x", "1")], 1.0);
         let mark = out.mark();
-        let f = out.begin_family("b", "B.", MetricType::GAUGE);
-        write_series(out.buf(), "b", "", "{x=\"1\"", None, 1.0);
-        out.end_family(f);
+        out.family("b", "B.", MetricType::GAUGE)
+            .series(&[&Label::new("x", "1")], 1.0);
         out.rollback(mark);
         let text = String::from_utf8(out.into_ordered().into_vec()).unwrap();
         assert_eq!(text, "# HELP a A.\n# TYPE a gauge\na{x=\"1\"} 1\n");

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::client::{transport_error, MAX_BODY};
-use crate::collector::{Collect, CollectError};
+use crate::clock::unix_now;
+use crate::collect::{Collect, CollectError};
 use crate::error::VaultError;
 use crate::family::{family, gauge, label};
 use crate::state::AtomicF64;
 use crate::watch::Wakeup;
-use crate::worker::unix_now;
 
 /// What one `sys/health` answer says.
 #[derive(Clone, Debug, PartialEq)]

@@ -7,12 +7,16 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod clock;
+pub mod collect;
 pub mod collector;
 pub mod error;
+pub mod exporter;
 pub mod family;
 pub mod health;
 pub mod logfmt;
 pub mod parse;
+pub mod process;
 pub mod proxy;
 pub mod schedule;
 pub mod secret;

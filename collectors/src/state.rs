@@ -5,7 +5,7 @@
 //! which change once per token value, sit behind a `RwLock` held for a clone.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use crate::error::Reason;
 
@@ -317,6 +317,29 @@ impl TokenState {
             duration_count: self.duration_count.load(Relaxed),
             duration_sum: self.duration_sum.get().unwrap_or(0.0),
         }
+    }
+}
+
+/// The configured tokens, shared by the collectors and replaced whole by a reload.
+///
+/// The lock is held only to clone or swap an `Arc`: workers never take it, so a scrape
+/// never waits for a worker, and a reload waits for no scrape longer than that clone.
+#[derive(Clone, Default)]
+pub struct TokenSet(Arc<RwLock<Arc<[Arc<TokenState>]>>>);
+
+impl TokenSet {
+    pub fn new(tokens: Vec<Arc<TokenState>>) -> TokenSet {
+        TokenSet(Arc::new(RwLock::new(tokens.into())))
+    }
+
+    /// The tokens as of now.
+    pub fn current(&self) -> Arc<[Arc<TokenState>]> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `tokens` the exported set: the series of tokens not in it go.
+    pub fn replace(&self, tokens: Vec<Arc<TokenState>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = tokens.into();
     }
 }
 

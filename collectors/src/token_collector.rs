@@ -2,103 +2,195 @@
 //! the workers' atomics at scrape time (TTLs count down between renewals without any
 //! worker waking up).
 //!
-//! Two outputs with the same content: [`TokenCollector::families_at`] builds protobuf
-//! families for a `prometheus::Registry`; [`TokenCollector::write_text_at`], the scrape
-//! path, writes the text format directly, byte for byte what `TextEncoder` writes for
-//! the registry's families (series in the order `Registry::gather` sorts them), without
-//! the ~5 allocations per series the protobuf structures cost.
+//! The families are described once, in [`FAMILIES`]: name, help, type, labels and how
+//! each value is read from what a scrape saw of a token. Two outputs follow that one
+//! description: [`TokenCollector::families_at`] builds protobuf families (the prometheus
+//! `Collector` a library user registers in any registry), and
+//! [`TokenCollector::write_text_at`], the scrape path, writes the text format directly
+//! through [`FamilyText`], byte for byte what `TextEncoder` writes for the registry's
+//! families, without the ~5 allocations per series the protobuf structures cost.
 
 use std::sync::{Arc, RwLock};
 
+use prometheus::core::Desc;
 use prometheus::proto::{MetricFamily, MetricType};
 
-use crate::collector::{Collect, CollectError, TokenSet};
+use crate::clock::unix_now;
+use crate::collect::{Collect, CollectError};
 use crate::error::Reason;
 use crate::family::{
-    counter, family, gauge, histogram, label, label_set_opening, write_series, TextOut,
+    counter, describe, family, gauge, histogram, label, Buckets, FamilyText, Label, TextOut,
 };
-use crate::state::{Outcome, Snapshot, TokenState, TokenStatus, DURATION_BUCKETS};
-use crate::worker::unix_now;
+use crate::state::{
+    Outcome, Snapshot, TokenInfo, TokenSet, TokenState, TokenStatus, DURATION_BUCKETS,
+};
 
-/// Name, help and type of one exported family.
-struct Spec(&'static str, &'static str, MetricType);
+/// One exported family: every series has the `vault` label first, then what `series` adds.
+struct TokenFamily {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    series: Series,
+}
 
-const RENEWALS: Spec = Spec(
-    "vault_token_renewals_total",
-    "Renewal outcomes per token: success, failure, not_renewable.",
-    MetricType::COUNTER,
-);
-const FAILURES: Spec = Spec(
-    "vault_token_renewal_failures_total",
-    "Failed renewal attempts (lookups included) per token, by reason.",
-    MetricType::COUNTER,
-);
-const EXPIRY: Spec = Spec(
-    "vault_token_expiry_timestamp_seconds",
-    "Unix time the token expires.",
-    MetricType::GAUGE,
-);
-const MAX_EXPIRY: Spec = Spec(
-    "vault_token_max_expiry_timestamp_seconds",
-    "Unix time the token dies whatever renewals do (its max TTL), when known.",
-    MetricType::GAUGE,
-);
-const CONSECUTIVE_FAILURES: Spec = Spec(
-    "vault_token_consecutive_failures",
-    "Failed attempts since the token was last known good (renewed, or a new token looked up).",
-    MetricType::GAUGE,
-);
-const TTL: Spec = Spec(
-    "vault_token_ttl_seconds",
-    "Seconds until the token expires, 0 once expired.",
-    MetricType::GAUGE,
-);
-const RENEWABLE: Spec = Spec(
-    "vault_token_renewable",
-    "1 if Vault says the token is renewable.",
-    MetricType::GAUGE,
-);
-const CAPPED: Spec = Spec(
-    "vault_token_capped",
-    "1 once renewals no longer extend the token (max TTL reached): it dies at its expiry.",
-    MetricType::GAUGE,
-);
-const RENEWING: Spec = Spec(
-    "vault_token_renewing",
-    "1 while the exporter keeps this token alive.",
-    MetricType::GAUGE,
-);
-const LAST: Spec = Spec(
-    "vault_token_last_renewal_timestamp_seconds",
-    "Unix time of the last successful renewal by this exporter.",
-    MetricType::GAUGE,
-);
-const NEXT: Spec = Spec(
-    "vault_token_next_renewal_timestamp_seconds",
-    "Unix time of the next scheduled renewal or retry.",
-    MetricType::GAUGE,
-);
-const DURATION: Spec = Spec(
-    "vault_token_renewal_duration_seconds",
-    "Latency of renew-self calls that got an HTTP answer.",
-    MetricType::HISTOGRAM,
-);
-const STATE: Spec = Spec(
-    "vault_token_state",
-    "Token state, one-hot: renewing, not_renewable, capped, invalid, expired, never_expires, unknown.",
-    MetricType::GAUGE,
-);
-const INFO: Spec = Spec(
-    "vault_token_info",
-    "Token metadata from the last successful lookup (policies sorted, comma-joined).",
-    MetricType::GAUGE,
-);
+/// The series a family has per token, and how their values are read.
+enum Series {
+    /// One series, absent while the reading is `None`.
+    One(fn(&Seen) -> Option<f64>),
+    /// One series per value of a second label, read by the value's position in `values`.
+    Each {
+        label: &'static str,
+        values: fn() -> Vec<&'static str>,
+        read: fn(&Seen, usize) -> f64,
+    },
+    /// A histogram over `bounds`: (cumulative bucket counts, count, sum).
+    Histogram {
+        bounds: &'static [f64],
+        read: fn(&Snapshot) -> (&[u64], u64, f64),
+    },
+    /// Value 1 with labels from the token's last lookup; absent before one.
+    Info(fn(&TokenInfo) -> [(&'static str, &str); 4]),
+}
+
+fn bool_value(b: bool) -> f64 {
+    f64::from(u8::from(b))
+}
+
+/// Every family of the `token` collector.
+const FAMILIES: [TokenFamily; 14] = [
+    TokenFamily {
+        name: "vault_token_renewals_total",
+        help: "Renewal outcomes per token: success, failure, not_renewable.",
+        kind: MetricType::COUNTER,
+        series: Series::Each {
+            label: "result",
+            values: || Outcome::ALL.iter().map(|o| o.as_str()).collect(),
+            read: |seen, i| seen.s.renewals[Outcome::ALL[i] as usize] as f64,
+        },
+    },
+    TokenFamily {
+        name: "vault_token_renewal_failures_total",
+        help: "Failed renewal attempts (lookups included) per token, by reason.",
+        kind: MetricType::COUNTER,
+        series: Series::Each {
+            label: "reason",
+            values: || Reason::ALL.iter().map(|r| r.as_str()).collect(),
+            read: |seen, i| seen.s.failures[Reason::ALL[i].index()] as f64,
+        },
+    },
+    TokenFamily {
+        name: "vault_token_expiry_timestamp_seconds",
+        help: "Unix time the token expires.",
+        kind: MetricType::GAUGE,
+        series: Series::One(|seen| seen.ttl.and(seen.s.expiry)),
+    },
+    TokenFamily {
+        name: "vault_token_max_expiry_timestamp_seconds",
+        help: "Unix time the token dies whatever renewals do (its max TTL), when known.",
+        kind: MetricType::GAUGE,
+        series: Series::One(|seen| seen.s.max_expiry),
+    },
+    TokenFamily {
+        name: "vault_token_consecutive_failures",
+        help: "Failed attempts since the token was last known good (renewed, or a new token looked up).",
+        kind: MetricType::GAUGE,
+        series: Series::One(|seen| Some(seen.s.consecutive_failures as f64)),
+    },
+    TokenFamily {
+        name: "vault_token_ttl_seconds",
+        help: "Seconds until the token expires, 0 once expired.",
+        kind: MetricType::GAUGE,
+        series: Series::One(|seen| seen.ttl),
+    },
+    TokenFamily {
+        name: "vault_token_renewable",
+        help: "1 if Vault says the token is renewable.",
+        kind: MetricType::GAUGE,
+        series: Series::One(|seen| Some(bool_value(seen.s.renewable))),
+    },
+    TokenFamily {
+        name: "vault_token_capped",
+        help: "1 once renewals no longer extend the token (max TTL reached): it dies at its expiry.",
+        kind: MetricType::GAUGE,
+        series: Series::One(|seen| Some(bool_value(seen.s.capped))),
+    },
+    TokenFamily {
+        name: "vault_token_renewing",
+        help: "1 while the exporter keeps this token alive.",
+        kind: MetricType::GAUGE,
+        series: Series::One(|seen| Some(bool_value(seen.is_renewing))),
+    },
+    TokenFamily {
+        name: "vault_token_last_renewal_timestamp_seconds",
+        help: "Unix time of the last successful renewal by this exporter.",
+        kind: MetricType::GAUGE,
+        series: Series::One(|seen| seen.s.last_renewal),
+    },
+    TokenFamily {
+        name: "vault_token_next_renewal_timestamp_seconds",
+        help: "Unix time of the next scheduled renewal or retry.",
+        kind: MetricType::GAUGE,
+        // While a renewal or retry is scheduled.
+        series: Series::One(|seen| {
+            let scheduled = seen.is_renewing || seen.status == TokenStatus::Unknown;
+            seen.s.next_renewal.filter(|_| scheduled)
+        }),
+    },
+    TokenFamily {
+        name: "vault_token_renewal_duration_seconds",
+        help: "Latency of renew-self calls that got an HTTP answer.",
+        kind: MetricType::HISTOGRAM,
+        series: Series::Histogram {
+            bounds: &DURATION_BUCKETS,
+            read: |s| (&s.duration_buckets, s.duration_count, s.duration_sum),
+        },
+    },
+    TokenFamily {
+        name: "vault_token_state",
+        help: "Token state, one-hot: renewing, not_renewable, capped, invalid, expired, never_expires, unknown.",
+        kind: MetricType::GAUGE,
+        series: Series::Each {
+            label: "state",
+            values: || TokenStatus::ALL.iter().map(|s| s.as_str()).collect(),
+            read: |seen, i| bool_value(seen.status == TokenStatus::ALL[i]),
+        },
+    },
+    TokenFamily {
+        name: "vault_token_info",
+        help: "Token metadata from the last successful lookup (policies sorted, comma-joined).",
+        kind: MetricType::GAUGE,
+        series: Series::Info(|i| {
+            [
+                ("display_name", &i.display_name),
+                ("token_type", &i.token_type),
+                ("auth_path", &i.auth_path),
+                ("policies", &i.policies),
+            ]
+        }),
+    },
+];
+
+/// The descriptors of [`FAMILIES`], with their label names.
+fn describe_families() -> Vec<Desc> {
+    let describe_one = |f: &TokenFamily| {
+        let mut labels = vec!["vault"];
+        match &f.series {
+            Series::Each { label, .. } => labels.push(label),
+            Series::Info(read) => labels.extend(read(&TokenInfo::default()).map(|(k, _)| k)),
+            Series::One(_) | Series::Histogram { .. } => {}
+        }
+        describe(f.name, f.help, &labels)
+    };
+    FAMILIES.iter().map(describe_one).collect()
+}
 
 /// What one scrape reads of a token, once.
 struct Seen {
     s: Snapshot,
     status: TokenStatus,
     is_renewing: bool,
+    /// Seconds left as of the scrape, while the expiry is known.
+    ttl: Option<f64>,
 }
 
 impl Seen {
@@ -107,22 +199,76 @@ impl Seen {
         let status = s.status_at(now);
         Seen {
             is_renewing: s.renewing && status == TokenStatus::Renewing,
+            ttl: s.ttl_at(now),
             status,
             s,
         }
     }
-
-    /// `next_renewal_timestamp`: while a renewal or retry is scheduled.
-    fn next_renewal(&self) -> Option<f64> {
-        self.s
-            .next_renewal
-            .filter(|_| self.is_renewing || self.status == TokenStatus::Unknown)
-    }
 }
 
-/// Writes the series of one token into a family: (buffer, `{vault="NAME"`, what the
-/// scrape saw, index of the token).
-type SeriesWriter<'a> = dyn FnMut(&mut Vec<u8>, &str, &Seen, usize) + 'a;
+/// A family of [`FAMILIES`] made ready for the text path: its label sets escaped once,
+/// in the order `Registry::gather` sorts series in.
+enum TextSeries {
+    One(fn(&Seen) -> Option<f64>),
+    /// The second label's pairs sorted by value, each with its position in `values`.
+    Each(Vec<(Label, usize)>, fn(&Seen, usize) -> f64),
+    Histogram(Buckets, fn(&Snapshot) -> (&[u64], u64, f64)),
+    Info(fn(&TokenInfo) -> [(&'static str, &str); 4]),
+}
+
+impl TextSeries {
+    fn new(series: &Series) -> TextSeries {
+        match series {
+            Series::One(read) => TextSeries::One(*read),
+            Series::Each {
+                label,
+                values,
+                read,
+            } => {
+                let mut pairs: Vec<(&str, usize)> = values()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (v, i))
+                    .collect();
+                pairs.sort();
+                let pairs = pairs
+                    .into_iter()
+                    .map(|(v, i)| (Label::new(label, v), i))
+                    .collect();
+                TextSeries::Each(pairs, *read)
+            }
+            Series::Histogram { bounds, read } => {
+                TextSeries::Histogram(Buckets::new(bounds), *read)
+            }
+            Series::Info(read) => TextSeries::Info(*read),
+        }
+    }
+
+    /// Writes the series of one token.
+    fn write(&self, out: &mut FamilyText, vault: &Label, token: &TokenState, seen: &Seen) {
+        match self {
+            TextSeries::One(read) => {
+                if let Some(v) = read(seen) {
+                    out.series(&[vault], v);
+                }
+            }
+            TextSeries::Each(pairs, read) => {
+                for (pair, i) in pairs {
+                    out.series(&[vault, pair], read(seen, *i));
+                }
+            }
+            TextSeries::Histogram(buckets, read) => {
+                let (cumulative, count, sum) = read(&seen.s);
+                out.histogram(&[vault], buckets, cumulative, count, sum);
+            }
+            TextSeries::Info(read) => token.with_info(|info| {
+                if let Some(info) = info {
+                    out.series_with(&[vault], &read(info), 1.0);
+                }
+            }),
+        }
+    }
+}
 
 /// Exports the state of every configured token.
 pub struct TokenCollector {
@@ -130,168 +276,83 @@ pub struct TokenCollector {
     /// Indexes into `tokens` by name: the order `Registry::gather` sorts series in
     /// (names are unique, so they decide).
     by_name: Vec<usize>,
-    /// Per token: `{vault="NAME"`, escaped once.
-    openings: Vec<Box<str>>,
-    /// `le="..."` of each bucket of [`DURATION_BUCKETS`], then `le="+Inf"`.
-    le: Vec<String>,
-    /// `result="..."`, `reason="..."`, `state="..."` pairs in label-value order (the
-    /// order of the registry's sort), with the index each reads.
-    results: Vec<(String, usize)>,
-    reasons: Vec<(String, usize)>,
-    states: Vec<(String, TokenStatus)>,
-}
-
-/// `name="value"` pairs of a label, sorted by value.
-fn sorted_pairs<T: Copy>(
-    name: &str,
-    values: impl Iterator<Item = (&'static str, T)>,
-) -> Vec<(String, T)> {
-    let mut pairs: Vec<(&str, T)> = values.collect();
-    pairs.sort_by(|a, b| a.0.cmp(b.0));
-    pairs
-        .into_iter()
-        .map(|(v, t)| (format!("{name}=\"{v}\""), t))
-        .collect()
+    /// Per token: its `vault` label.
+    vault: Vec<Label>,
+    /// [`FAMILIES`], ready for the text path.
+    text: Vec<TextSeries>,
 }
 
 impl TokenCollector {
     pub fn new(tokens: Vec<Arc<TokenState>>) -> TokenCollector {
         let mut by_name: Vec<usize> = (0..tokens.len()).collect();
         by_name.sort_by(|a, b| tokens[*a].vault.cmp(&tokens[*b].vault));
-        let openings = tokens
-            .iter()
-            .map(|t| label_set_opening("vault", &t.vault))
-            .collect();
-        let le = DURATION_BUCKETS
-            .iter()
-            .map(|b| format!("le=\"{b}\""))
-            .chain(std::iter::once("le=\"+Inf\"".to_owned()))
-            .collect();
         TokenCollector {
             by_name,
-            openings,
-            le,
-            results: sorted_pairs(
-                "result",
-                Outcome::ALL.iter().map(|o| (o.as_str(), *o as usize)),
-            ),
-            reasons: sorted_pairs(
-                "reason",
-                Reason::ALL.iter().map(|r| (r.as_str(), r.index())),
-            ),
-            states: sorted_pairs("state", TokenStatus::ALL.iter().map(|s| (s.as_str(), *s))),
+            vault: tokens
+                .iter()
+                .map(|t| Label::new("vault", &t.vault))
+                .collect(),
+            text: FAMILIES
+                .iter()
+                .map(|f| TextSeries::new(&f.series))
+                .collect(),
             tokens,
         }
     }
 
-    /// The families as of `now` (Unix seconds).
+    /// The families as of `now` (Unix seconds), series in configuration order (a
+    /// registry sorts them); a family without series is left out.
     pub fn families_at(&self, now: f64) -> Vec<MetricFamily> {
-        let n = self.tokens.len();
-        let new = |spec: &Spec, capacity: usize| family(spec.0, spec.1, spec.2, capacity);
-        let mut renewals = new(&RENEWALS, n * 3);
-        let mut failures = new(&FAILURES, n * Reason::ALL.len());
-        let mut expiry = new(&EXPIRY, n);
-        let mut max_expiry = new(&MAX_EXPIRY, n);
-        let mut consecutive = new(&CONSECUTIVE_FAILURES, n);
-        let mut ttl = new(&TTL, n);
-        let mut renewable = new(&RENEWABLE, n);
-        let mut capped = new(&CAPPED, n);
-        let mut renewing = new(&RENEWING, n);
-        let mut last = new(&LAST, n);
-        let mut next = new(&NEXT, n);
-        let mut duration = new(&DURATION, n);
-        let mut state = new(&STATE, n * TokenStatus::ALL.len());
-        let mut info = new(&INFO, n);
-
-        for token in &self.tokens {
-            let seen = Seen::at(token, now);
-            let s = &seen.s;
-            let vault = || vec![label("vault", &token.vault)];
-            let with =
-                |name: &str, value: &str| vec![label("vault", &token.vault), label(name, value)];
-            for outcome in Outcome::ALL {
-                let v = s.renewals[outcome as usize] as f64;
-                renewals
-                    .mut_metric()
-                    .push(counter(with("result", outcome.as_str()), v));
+        let seen: Vec<Seen> = self.tokens.iter().map(|t| Seen::at(t, now)).collect();
+        let mut out = Vec::with_capacity(FAMILIES.len());
+        for f in &FAMILIES {
+            let values = match &f.series {
+                Series::Each { values, .. } => values(),
+                _ => Vec::new(),
+            };
+            let per_token = values.len().max(1);
+            let mut proto = family(f.name, f.help, f.kind, self.tokens.len() * per_token);
+            let metrics = proto.mut_metric();
+            let series = |labels, value| match f.kind {
+                MetricType::COUNTER => counter(labels, value),
+                _ => gauge(labels, value),
+            };
+            for (token, seen) in self.tokens.iter().zip(&seen) {
+                let vault = || label("vault", &token.vault);
+                match &f.series {
+                    Series::One(read) => {
+                        if let Some(v) = read(seen) {
+                            metrics.push(series(vec![vault()], v));
+                        }
+                    }
+                    Series::Each {
+                        label: name, read, ..
+                    } => {
+                        for (i, value) in values.iter().enumerate() {
+                            let labels = vec![vault(), label(name, value)];
+                            metrics.push(series(labels, read(seen, i)));
+                        }
+                    }
+                    Series::Histogram { bounds, read } => {
+                        let (cumulative, count, sum) = read(&seen.s);
+                        metrics.push(histogram(vec![vault()], bounds, cumulative, count, sum));
+                    }
+                    Series::Info(read) => {
+                        if let Some(info) = token.info() {
+                            let mut labels = Vec::with_capacity(5);
+                            labels.push(vault());
+                            labels.extend(read(&info).iter().map(|(k, v)| label(k, v)));
+                            metrics.push(gauge(labels, 1.0));
+                        }
+                    }
+                }
             }
-            for reason in Reason::ALL {
-                let v = s.failures[reason.index()] as f64;
-                failures
-                    .mut_metric()
-                    .push(counter(with("reason", reason.as_str()), v));
-            }
-            if let (Some(e), Some(left)) = (s.expiry, s.ttl_at(now)) {
-                expiry.mut_metric().push(gauge(vault(), e));
-                ttl.mut_metric().push(gauge(vault(), left));
-            }
-            if let Some(m) = s.max_expiry {
-                max_expiry.mut_metric().push(gauge(vault(), m));
-            }
-            consecutive
-                .mut_metric()
-                .push(gauge(vault(), s.consecutive_failures as f64));
-            renewable
-                .mut_metric()
-                .push(gauge(vault(), f64::from(u8::from(s.renewable))));
-            capped
-                .mut_metric()
-                .push(gauge(vault(), f64::from(u8::from(s.capped))));
-            renewing
-                .mut_metric()
-                .push(gauge(vault(), f64::from(u8::from(seen.is_renewing))));
-            if let Some(t) = s.last_renewal {
-                last.mut_metric().push(gauge(vault(), t));
-            }
-            if let Some(t) = seen.next_renewal() {
-                next.mut_metric().push(gauge(vault(), t));
-            }
-            duration.mut_metric().push(histogram(
-                vault(),
-                &DURATION_BUCKETS,
-                &s.duration_buckets,
-                s.duration_count,
-                s.duration_sum,
-            ));
-            for candidate in TokenStatus::ALL {
-                let v = f64::from(u8::from(candidate == seen.status));
-                state
-                    .mut_metric()
-                    .push(gauge(with("state", candidate.as_str()), v));
-            }
-            if let Some(i) = token.info() {
-                info.mut_metric().push(gauge(
-                    vec![
-                        label("vault", &token.vault),
-                        label("display_name", &i.display_name),
-                        label("token_type", &i.token_type),
-                        label("auth_path", &i.auth_path),
-                        label("policies", &i.policies),
-                    ],
-                    1.0,
-                ));
+            // The text encoder refuses a family without series.
+            if !proto.get_metric().is_empty() {
+                out.push(proto);
             }
         }
-        // A family with no series is not exported (the text encoder refuses it).
-        [
-            renewals,
-            failures,
-            expiry,
-            max_expiry,
-            consecutive,
-            ttl,
-            renewable,
-            capped,
-            renewing,
-            last,
-            next,
-            duration,
-            state,
-            info,
-        ]
-        .into_iter()
-        .filter(|f| !f.get_metric().is_empty())
-        .collect()
+        out
     }
 
     /// Writes every family as of `now` (Unix seconds) in the text format: the bytes
@@ -303,153 +364,20 @@ impl TokenCollector {
             .iter()
             .map(|&i| (i, Seen::at(&self.tokens[i], now)))
             .collect();
-        let bool_value = |b: bool| f64::from(u8::from(b));
-        // One family: `series` writes the lines of one token.
-        let mut write = |spec: &Spec, series: &mut SeriesWriter| {
-            let open = out.begin_family(spec.0, spec.1, spec.2);
-            let buf = out.buf();
+        for (f, text) in FAMILIES.iter().zip(&self.text) {
+            let mut family = out.family(f.name, f.help, f.kind);
             for (i, seen) in &seen {
-                series(buf, &self.openings[*i], seen, *i);
+                text.write(&mut family, &self.vault[*i], &self.tokens[*i], seen);
             }
-            out.end_family(open);
-        };
-        let name = RENEWALS.0;
-        write(&RENEWALS, &mut |buf, vault, seen, _| {
-            for (pair, index) in &self.results {
-                write_series(
-                    buf,
-                    name,
-                    "",
-                    vault,
-                    Some(pair),
-                    seen.s.renewals[*index] as f64,
-                );
-            }
-        });
-        let name = FAILURES.0;
-        write(&FAILURES, &mut |buf, vault, seen, _| {
-            for (pair, index) in &self.reasons {
-                write_series(
-                    buf,
-                    name,
-                    "",
-                    vault,
-                    Some(pair),
-                    seen.s.failures[*index] as f64,
-                );
-            }
-        });
-        let expiry = |seen: &Seen| seen.s.expiry.zip(seen.s.ttl_at(now));
-        write(&EXPIRY, &mut |buf, vault, seen, _| {
-            if let Some((e, _)) = expiry(seen) {
-                write_series(buf, EXPIRY.0, "", vault, None, e);
-            }
-        });
-        write(&MAX_EXPIRY, &mut |buf, vault, seen, _| {
-            if let Some(m) = seen.s.max_expiry {
-                write_series(buf, MAX_EXPIRY.0, "", vault, None, m);
-            }
-        });
-        write(&CONSECUTIVE_FAILURES, &mut |buf, vault, seen, _| {
-            let v = seen.s.consecutive_failures as f64;
-            write_series(buf, CONSECUTIVE_FAILURES.0, "", vault, None, v);
-        });
-        write(&TTL, &mut |buf, vault, seen, _| {
-            if let Some((_, left)) = expiry(seen) {
-                write_series(buf, TTL.0, "", vault, None, left);
-            }
-        });
-        write(&RENEWABLE, &mut |buf, vault, seen, _| {
-            write_series(
-                buf,
-                RENEWABLE.0,
-                "",
-                vault,
-                None,
-                bool_value(seen.s.renewable),
-            );
-        });
-        write(&CAPPED, &mut |buf, vault, seen, _| {
-            write_series(buf, CAPPED.0, "", vault, None, bool_value(seen.s.capped));
-        });
-        write(&RENEWING, &mut |buf, vault, seen, _| {
-            write_series(
-                buf,
-                RENEWING.0,
-                "",
-                vault,
-                None,
-                bool_value(seen.is_renewing),
-            );
-        });
-        write(&LAST, &mut |buf, vault, seen, _| {
-            if let Some(t) = seen.s.last_renewal {
-                write_series(buf, LAST.0, "", vault, None, t);
-            }
-        });
-        write(&NEXT, &mut |buf, vault, seen, _| {
-            if let Some(t) = seen.next_renewal() {
-                write_series(buf, NEXT.0, "", vault, None, t);
-            }
-        });
-        let (name, le) = (DURATION.0, &self.le);
-        write(&DURATION, &mut |buf, vault, seen, _| {
-            let s = &seen.s;
-            for (pair, count) in le.iter().zip(&s.duration_buckets) {
-                write_series(buf, name, "_bucket", vault, Some(pair), *count as f64);
-            }
-            let count = s.duration_count as f64;
-            write_series(
-                buf,
-                name,
-                "_bucket",
-                vault,
-                le.last().map(String::as_str),
-                count,
-            );
-            write_series(buf, name, "_sum", vault, None, s.duration_sum);
-            write_series(buf, name, "_count", vault, None, count);
-        });
-        let name = STATE.0;
-        write(&STATE, &mut |buf, vault, seen, _| {
-            for (pair, status) in &self.states {
-                write_series(
-                    buf,
-                    name,
-                    "",
-                    vault,
-                    Some(pair),
-                    bool_value(*status == seen.status),
-                );
-            }
-        });
-        let mut extra = Vec::new();
-        write(&INFO, &mut |buf, vault, _, i| {
-            self.tokens[i].with_info(|info| {
-                let Some(info) = info else { return };
-                extra.clear();
-                for (k, v) in [
-                    ("display_name", &info.display_name),
-                    ("token_type", &info.token_type),
-                    ("auth_path", &info.auth_path),
-                    ("policies", &info.policies),
-                ] {
-                    if !extra.is_empty() {
-                        extra.push(b',');
-                    }
-                    extra.extend_from_slice(k.as_bytes());
-                    extra.extend_from_slice(b"=\"");
-                    crate::family::escape_into(&mut extra, v, true);
-                    extra.push(b'"');
-                }
-                let extra = std::str::from_utf8(&extra).expect("escaping keeps UTF-8");
-                write_series(buf, INFO.0, "", vault, Some(extra), 1.0);
-            })
-        });
+        }
     }
 }
 
 impl Collect for TokenCollector {
+    fn describe(&self) -> Vec<Desc> {
+        describe_families()
+    }
+
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
         out.extend(self.families_at(unix_now()));
         Ok(())
@@ -497,6 +425,10 @@ impl LiveTokenCollector {
 }
 
 impl Collect for LiveTokenCollector {
+    fn describe(&self) -> Vec<Desc> {
+        describe_families()
+    }
+
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
         self.current().collect(out)
     }
@@ -761,10 +693,58 @@ mod tests {
         for r in Reason::ALL {
             tokens[7].count_failure(r);
         }
+        let hostile = Arc::new(TokenState::new("h\"\\\n"));
+        hostile.set_status(TokenStatus::Renewing);
+        hostile.expiry.set(4000.0);
+        hostile.max_expiry.set(9000.0);
+        hostile.last_renewal.set(1000.0);
+        hostile.next_renewal.set(3000.0);
+        hostile.set_info(TokenInfo {
+            display_name: "role=\"x\",injected=\"1".into(),
+            token_type: "batch\n# HELP".into(),
+            auth_path: "auth\\".into(),
+            policies: String::new(),
+        });
+        let mut tokens = tokens;
+        tokens.push(hostile);
         let collector = TokenCollector::new(tokens);
         for now in [0.0, 2000.0, 1_700_000_000.0] {
             let expected = gathered(&collector, now);
             assert_eq!(direct(&collector, now), expected, "at {now}");
+        }
+        // Every family has a series of the hostile token, whose name needs every escape.
+        let expected = gathered(&collector, 2000.0);
+        let hostile = "vault=\"h\\\"\\\\\\n\"";
+        for f in &FAMILIES {
+            assert!(
+                expected
+                    .lines()
+                    .any(|l| l.starts_with(f.name) && l.contains(hostile)),
+                "{} has no series of the hostile token:\n{expected}",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_family_is_described_with_its_help_and_label_names() {
+        let token = Arc::new(TokenState::new("prod"));
+        token.expiry.set(3000.0);
+        token.max_expiry.set(4000.0);
+        token.last_renewal.set(1000.0);
+        token.next_renewal.set(2500.0);
+        token.set_info(crate::state::TokenInfo::default());
+        let descs = describe_families();
+        assert_eq!(descs.len(), FAMILIES.len());
+        let families = TokenCollector::new(vec![token]).families_at(2000.0);
+        assert_eq!(families.len(), FAMILIES.len(), "every family has a series");
+        for f in families {
+            let d = descs.iter().find(|d| d.fq_name == f.name()).unwrap();
+            assert_eq!(d.help, f.help());
+            for m in f.get_metric() {
+                let names: Vec<&str> = m.get_label().iter().map(|l| l.name()).collect();
+                assert_eq!(names, d.variable_labels, "{}", f.name());
+            }
         }
     }
 

@@ -9,11 +9,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use log::{debug, error, info, warn};
 
 use crate::client::VaultApi;
+use crate::clock::Clock;
 use crate::error::{Reason, VaultError};
 use crate::parse::Lookup;
 use crate::schedule::{renewal_delay, retry_delay, Jitter};
@@ -21,50 +22,6 @@ use crate::secret::Token;
 use crate::source::{SourceError, TokenSource};
 use crate::state::{Outcome, TokenInfo, TokenState, TokenStatus};
 use crate::watch::Wakeup;
-
-/// Time as the worker sees it: a monotonic clock to schedule on, a wall clock to export.
-pub trait Clock: Send + Sync {
-    /// Monotonic time since an arbitrary origin.
-    fn monotonic(&self) -> Duration;
-    /// Unix seconds, for exported timestamps only.
-    fn unix(&self) -> f64;
-    /// Sleeps until `deadline` (monotonic; `None`: forever) or until `wakeup` rings; true if rung.
-    fn sleep_until(&self, deadline: Option<Duration>, wakeup: &Wakeup) -> bool;
-}
-
-/// The real clocks.
-#[derive(Debug)]
-pub struct SystemClock {
-    origin: Instant,
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock {
-            origin: Instant::now(),
-        }
-    }
-}
-
-impl Clock for SystemClock {
-    fn monotonic(&self) -> Duration {
-        self.origin.elapsed()
-    }
-    fn unix(&self) -> f64 {
-        unix_now()
-    }
-    fn sleep_until(&self, deadline: Option<Duration>, wakeup: &Wakeup) -> bool {
-        wakeup.wait(deadline.map(|d| d.saturating_sub(self.monotonic())))
-    }
-}
-
-/// The wall clock in Unix seconds.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// The state a lookup puts a token in, before any renewal: what the worker does with it
 /// and what `vault-token-exporter check` reports.

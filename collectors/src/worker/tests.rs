@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::client::RenewAttempt;
+use crate::clock::SystemClock;
 use crate::parse::Renewal;
 
 const UNIX_BASE: f64 = 1_700_000_000.0;
