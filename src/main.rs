@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use collectors::collector::{CollectorContext, Collectors, ConfigStatus, TokenSet};
+use collectors::health::HealthSet;
 use vault_token_exporter::reload::{answer_reload, read_web_config, Reloader, Source};
-use vault_token_exporter::{app, check, cli, config, demo, http, logging, signals};
+use vault_token_exporter::{app, check, cli, config, demo, http, logging, signals, status_page};
 
 /// A reason to exit, with its status: 2 for bad configuration, 1 for anything else.
 struct Exit(u8, String);
@@ -72,7 +73,13 @@ fn run() -> Result<(), Exit> {
     let context = CollectorContext {
         tokens: TokenSet::default(),
         config: Arc::new(ConfigStatus::default()),
+        health: HealthSet::default(),
     };
+    // `--no-collector.vault` stops the polling, not only the series.
+    let health = cli
+        .collectors
+        .contains(&"vault")
+        .then(|| context.health.clone());
     let collectors = Collectors::new(&context, &cli.collectors);
     log::info!("collectors enabled: {}", collectors.names().join(", "));
     // Ready once the configuration is loaded and its workers run.
@@ -86,6 +93,10 @@ fn run() -> Result<(), Exit> {
     );
     let web = web.unwrap_or_default();
     site.headers = web.headers;
+    let (page_tokens, page_health) = (context.tokens.clone(), health.clone());
+    site.status_page = Some(Arc::new(move |telemetry_path| {
+        status_page::render_current(&page_tokens, page_health.as_ref(), telemetry_path)
+    }));
     if cli.enable_lifecycle {
         let target = reload_target.clone();
         site.reload = Some(Arc::new(move || answer_reload(&target)));
@@ -108,6 +119,7 @@ fn run() -> Result<(), Exit> {
         tokens,
         cli.web_config_file.clone(),
         context.tokens.clone(),
+        health,
         context.config.clone(),
     )
     .map_err(|e| Exit(1, format!("cannot start renewal workers: {e}")))?;

@@ -8,20 +8,43 @@
 
 use std::fmt::Write as _;
 
+use collectors::collector::TokenSet;
 use collectors::error::Reason;
-use collectors::health::HealthSnapshot;
+use collectors::health::{HealthSet, HealthSnapshot};
 use collectors::parse::format_rfc3339;
 use collectors::state::{Snapshot, TokenStatus};
+use collectors::worker::unix_now;
 
 /// One token, as the page shows it.
 pub struct Row<'a> {
     pub vault: &'a str,
     pub snapshot: Snapshot,
-    /// When the token dies whatever renewals do, when known.
-    pub max_expiry: Option<f64>,
-    pub last_failure: Option<Reason>,
     /// The Vault this token's entry points at; `None` when the `vault` collector is off.
     pub health: Option<HealthSnapshot>,
+}
+
+/// The page as of now for the configured tokens; `health` is `None` when the `vault`
+/// collector is off.
+pub fn render_current(
+    tokens: &TokenSet,
+    health: Option<&HealthSet>,
+    telemetry_path: &str,
+) -> String {
+    let tokens = tokens.current();
+    let health = health.map(HealthSet::current);
+    let mut rows: Vec<Row<'_>> = tokens
+        .iter()
+        .map(|t| Row {
+            vault: &t.vault,
+            snapshot: t.snapshot(),
+            health: health.as_ref().and_then(|h| {
+                h.iter()
+                    .find(|(name, _)| *name == t.vault)
+                    .map(|(_, state)| state.snapshot())
+            }),
+        })
+        .collect();
+    render(&mut rows, telemetry_path, unix_now())
 }
 
 /// Renders the page for `rows` as of `now` (Unix seconds).
@@ -99,10 +122,10 @@ fn write_row(html: &mut String, row: &Row<'_>, now: f64) {
          <td class=\"num\">{success} / {failure}</td><td>{}</td><td>{}</td></tr>",
         escape(row.vault),
         time(s.expiry),
-        time(row.max_expiry),
+        time(s.max_expiry),
         time(s.last_renewal),
         time(s.next_renewal),
-        row.last_failure.map(Reason::as_str).unwrap_or("–"),
+        s.last_failure.map(Reason::as_str).unwrap_or("–"),
         health_cell(row.health.as_ref()),
     );
 }
@@ -223,8 +246,11 @@ mod tests {
     use super::*;
     use collectors::state::TokenState;
 
-    fn snapshot(status: TokenStatus, expiry: Option<f64>) -> Snapshot {
+    fn snapshot(status: TokenStatus, expiry: Option<f64>, failure: Option<Reason>) -> Snapshot {
         let state = TokenState::new("x");
+        if let Some(reason) = failure {
+            state.count_failure(reason);
+        }
         state.set_status(status);
         if let Some(e) = expiry {
             state.expiry.set(e);
@@ -238,30 +264,30 @@ mod tests {
         let mut rows = vec![
             Row {
                 vault: "healthy-long",
-                snapshot: snapshot(TokenStatus::Renewing, Some(now + 7200.0)),
-                max_expiry: None,
-                last_failure: None,
+                snapshot: snapshot(TokenStatus::Renewing, Some(now + 7200.0), None),
                 health: None,
             },
             Row {
                 vault: "root",
-                snapshot: snapshot(TokenStatus::NeverExpires, None),
-                max_expiry: None,
-                last_failure: None,
+                snapshot: snapshot(TokenStatus::NeverExpires, None, None),
                 health: None,
             },
             Row {
                 vault: "healthy-short",
-                snapshot: snapshot(TokenStatus::Renewing, Some(now + 60.0)),
-                max_expiry: None,
-                last_failure: Some(Reason::Sealed),
+                snapshot: snapshot(
+                    TokenStatus::Renewing,
+                    Some(now + 60.0),
+                    Some(Reason::Sealed),
+                ),
                 health: None,
             },
             Row {
                 vault: "dead",
-                snapshot: snapshot(TokenStatus::Invalid, Some(now + 600.0)),
-                max_expiry: None,
-                last_failure: Some(Reason::PermissionDenied),
+                snapshot: snapshot(
+                    TokenStatus::Invalid,
+                    Some(now + 600.0),
+                    Some(Reason::PermissionDenied),
+                ),
                 health: None,
             },
         ];
@@ -289,9 +315,7 @@ mod tests {
         };
         let mut rows = vec![Row {
             vault: "<script>alert('x')</script>&\"",
-            snapshot: snapshot(TokenStatus::Unknown, None),
-            max_expiry: None,
-            last_failure: None,
+            snapshot: snapshot(TokenStatus::Unknown, None, None),
             health: Some(health),
         }];
         let html = render(&mut rows, "/m\"><script>", now);
