@@ -9,7 +9,6 @@
 use std::fmt::Write as _;
 
 use collectors::collector::TokenSet;
-use collectors::error::Reason;
 use collectors::health::{HealthSet, HealthSnapshot};
 use collectors::parse::format_rfc3339;
 use collectors::state::{Snapshot, TokenStatus};
@@ -77,7 +76,7 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
         html,
         "<header><h1>vault-token-exporter</h1><nav><a href=\"{path}\">Metrics</a> \
          <a href=\"/-/healthy\">Health</a> <a href=\"/-/ready\">Ready</a></nav></header>\n\
-         <p class=\"summary\">{} token(s) as of {}:",
+         <p class=\"summary\">{} token(s) as of {} (times in UTC):",
         rows.len(),
         format_utc(now)
     );
@@ -93,7 +92,7 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
     html.push_str(
         "</p>\n<table>\n<thead><tr><th>vault</th><th>state</th><th>time left</th>\
          <th>expires</th><th>max expiry</th><th>last renewal</th><th>next renewal</th>\
-         <th>renewals ok / failed</th><th>last failure</th><th>Vault health</th></tr></thead>\n<tbody>\n",
+         <th>renewals ok&nbsp;/ failed</th><th>last failure</th><th>Vault health</th></tr></thead>\n<tbody>\n",
     );
     for row in rows.iter() {
         write_row(&mut html, row, now);
@@ -108,26 +107,69 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
 fn write_row(html: &mut String, row: &Row<'_>, now: f64) {
     let s = &row.snapshot;
     let status = s.status_at(now).as_str();
-    let time = |t: Option<f64>| t.map(format_utc).unwrap_or_else(|| "–".into());
     let ttl = match (s.status_at(now), s.ttl_at(now)) {
         (TokenStatus::NeverExpires, _) => "never expires".to_owned(),
         (_, Some(left)) => format_duration(left),
         (_, None) => "–".to_owned(),
     };
     let [success, failure, _] = s.renewals;
+    // A failure streak in red; a past failure (renewed since) in grey.
+    let last_failure = match s.last_failure {
+        None => "–".to_owned(),
+        Some(reason) if s.consecutive_failures > 0 => format!(
+            "<span class=\"failure now\" title=\"failed attempts in a row\">{} ×{}</span>",
+            reason.as_str(),
+            s.consecutive_failures
+        ),
+        Some(reason) => format!("<span class=\"failure past\">{}</span>", reason.as_str()),
+    };
     let _ = writeln!(
         html,
-        "<tr><td class=\"vault\">{}</td><td><span class=\"state {status}\">{status}</span></td>\
+        "<tr class=\"{status}\"><td class=\"vault\">{}</td><td><span class=\"state {status}\">{status}</span></td>\
          <td class=\"num\">{ttl}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-         <td class=\"num\">{success} / {failure}</td><td>{}</td><td>{}</td></tr>",
+         <td class=\"num\">{success} / {failure}</td><td>{last_failure}</td><td>{}</td></tr>",
         escape(row.vault),
-        time(s.expiry),
-        time(s.max_expiry),
-        time(s.last_renewal),
-        time(s.next_renewal),
-        s.last_failure.map(Reason::as_str).unwrap_or("–"),
+        timestamp(s.expiry),
+        timestamp(s.max_expiry),
+        relative(s.last_renewal, now),
+        relative(s.next_renewal, now),
         health_cell(row.health.as_ref()),
     );
+}
+
+/// An absolute time to the minute (the seconds are in its tooltip); `–` when unknown.
+fn timestamp(unix: Option<f64>) -> String {
+    match unix {
+        None => "–".into(),
+        Some(t) => {
+            let full = format_utc(t);
+            let minute = full.get(..16).unwrap_or(&full);
+            format!(
+                "<time datetime=\"{}\" title=\"{full}\">{minute}</time>",
+                format_rfc3339(t)
+            )
+        }
+    }
+}
+
+/// A time near now as a person says it (`41s ago`, `in 3m 10s`), the absolute time in
+/// its tooltip; `–` when unknown.
+fn relative(unix: Option<f64>, now: f64) -> String {
+    match unix {
+        None => "–".into(),
+        Some(t) => {
+            let words = if t >= now {
+                format!("in {}", format_duration(t - now))
+            } else {
+                format!("{} ago", format_duration(now - t))
+            };
+            format!(
+                "<time datetime=\"{}\" title=\"{}\">{words}</time>",
+                format_rfc3339(t),
+                format_utc(t)
+            )
+        }
+    }
 }
 
 fn health_cell(health: Option<&HealthSnapshot>) -> String {
@@ -221,10 +263,12 @@ header { display: flex; align-items: baseline; gap: 2rem; }
 h1 { font-size: 1.4rem; margin: 0 0 .5rem; }
 nav a { margin-right: 1rem; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; }
-th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
-th { background: #f6f8fa; position: sticky; top: 0; }
+th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
+th { background: #f6f8fa; position: sticky; top: 0; white-space: normal; vertical-align: bottom; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.vault { font-weight: 600; white-space: normal; word-break: break-all; }
+td.vault { font-weight: 600; white-space: normal; overflow-wrap: anywhere; min-width: 8rem; max-width: 20rem; }
+.failure.now { color: #cf222e; font-weight: 600; }
+.failure.past { color: #6e7781; }
 .state { display: inline-block; padding: .1rem .5rem; border-radius: 1rem; font-size: .8rem; font-weight: 600; color: #fff; }
 .state.renewing { background: #1a7f37; }
 .state.never_expires { background: #0969da; }
@@ -244,6 +288,7 @@ td.vault { font-weight: 600; white-space: normal; word-break: break-all; }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use collectors::error::Reason;
     use collectors::state::TokenState;
 
     fn snapshot(status: TokenStatus, expiry: Option<f64>, failure: Option<Reason>) -> Snapshot {
