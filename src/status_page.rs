@@ -92,7 +92,7 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
     html.push_str(
         "</p>\n<table>\n<thead><tr><th>vault</th><th>state</th><th>time left</th>\
          <th>expires</th><th>max expiry</th><th>last renewal</th><th>next renewal</th>\
-         <th>renewals ok&nbsp;/ failed</th><th>last failure</th><th>Vault health</th></tr></thead>\n<tbody>\n",
+         <th>renewed / failed</th><th>last failure</th><th>Vault health</th></tr></thead>\n<tbody>\n",
     );
     for row in rows.iter() {
         write_row(&mut html, row, now);
@@ -264,7 +264,7 @@ h1 { font-size: 1.4rem; margin: 0 0 .5rem; }
 nav a { margin-right: 1rem; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
-th { background: #f6f8fa; position: sticky; top: 0; white-space: normal; vertical-align: bottom; }
+th { background: #f6f8fa; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.vault { font-weight: 600; white-space: normal; overflow-wrap: anywhere; min-width: 8rem; max-width: 20rem; }
 .failure.now { color: #cf222e; font-weight: 600; }
