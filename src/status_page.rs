@@ -92,7 +92,7 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
     html.push_str(
         "</p>\n<table>\n<thead><tr><th>vault</th><th>state</th><th>time left</th>\
          <th>expires</th><th>max expiry</th><th>last renewal</th><th>next renewal</th>\
-         <th>renewed / failed</th><th>last failure</th><th>Vault health</th></tr></thead>\n<tbody>\n",
+         <th>renewed / failed</th><th>last failure</th><th>Vault</th></tr></thead>\n<tbody>\n",
     );
     for row in rows.iter() {
         write_row(&mut html, row, now);
@@ -258,12 +258,12 @@ const HEAD: &str = r#"<!DOCTYPE html>
 <meta http-equiv="refresh" content="30">
 <title>vault-token-exporter</title>
 <style>
-body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #1f2328; background: #fff; }
+body { font-family: system-ui, sans-serif; margin: 1.25rem; color: #1f2328; background: #fff; }
 header { display: flex; align-items: baseline; gap: 2rem; }
 h1 { font-size: 1.4rem; margin: 0 0 .5rem; }
 nav a { margin-right: 1rem; }
-table { border-collapse: collapse; width: 100%; font-size: .9rem; }
-th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
+table { border-collapse: collapse; width: 100%; font-size: .875rem; }
+th, td { text-align: left; padding: .35rem .45rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
 th { background: #f6f8fa; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.vault { font-weight: 600; white-space: normal; overflow-wrap: anywhere; min-width: 8rem; max-width: 20rem; }
@@ -275,7 +275,8 @@ td.vault { font-weight: 600; white-space: normal; overflow-wrap: anywhere; min-w
 .state.unknown { background: #6e7781; }
 .state.not_renewable { background: #bf8700; }
 .state.capped { background: #bc4c00; }
-.state.invalid, .state.expired { background: #cf222e; }
+.state.invalid { background: #cf222e; }
+.state.expired { background: #82071e; }
 .health.ok { color: #1a7f37; font-weight: 600; }
 .health.down { color: #cf222e; font-weight: 600; }
 .health.unknown { color: #6e7781; }
