@@ -6,10 +6,11 @@
 //! (never a call to Vault). Every value that comes from Vault or the config is
 //! HTML-escaped; the page never shows a token.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use collectors::collector::TokenSet;
-use collectors::health::{HealthSet, HealthSnapshot};
+use collectors::health::{HealthSet, HealthSnapshot, HealthState};
 use collectors::parse::format_rfc3339;
 use collectors::state::{Snapshot, TokenStatus};
 use collectors::worker::unix_now;
@@ -31,16 +32,18 @@ pub fn render_current(
 ) -> String {
     let tokens = tokens.current();
     let health = health.map(HealthSet::current);
+    // Names are unique in a configuration: one lookup per token, not a scan.
+    let by_name: HashMap<&str, &HealthState> = health
+        .iter()
+        .flat_map(|vaults| vaults.iter())
+        .map(|(name, state)| (name.as_str(), &**state))
+        .collect();
     let mut rows: Vec<Row<'_>> = tokens
         .iter()
         .map(|t| Row {
             vault: &t.vault,
             snapshot: t.snapshot(),
-            health: health.as_ref().and_then(|h| {
-                h.iter()
-                    .find(|(name, _)| *name == t.vault)
-                    .map(|(_, state)| state.snapshot())
-            }),
+            health: by_name.get(t.vault.as_str()).map(|state| state.snapshot()),
         })
         .collect();
     render(&mut rows, telemetry_path, unix_now())
@@ -52,7 +55,7 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
         let key = |r: &Row<'_>| {
             let status = r.snapshot.status_at(now);
             (
-                urgency(status),
+                urgency(status, r.snapshot.consecutive_failures > 0),
                 r.snapshot.ttl_at(now).unwrap_or(f64::INFINITY),
             )
         };
@@ -203,13 +206,15 @@ fn health_cell(health: Option<&HealthSnapshot>) -> String {
 }
 
 /// Most urgent first: tokens that are dead or will die whatever happens, then those that
-/// need a person, then the healthy ones.
-fn urgency(status: TokenStatus) -> u8 {
+/// die at their expiry unless something changes (not renewable, or renewing but failing
+/// right now, as VaultTokenExpiringSoon sees them), then the rest. Ties: least time left.
+fn urgency(status: TokenStatus, failing: bool) -> u8 {
     match status {
         TokenStatus::Expired => 0,
         TokenStatus::Invalid => 1,
         TokenStatus::Capped => 2,
         TokenStatus::NotRenewable => 3,
+        TokenStatus::Renewing if failing => 3,
         TokenStatus::Unknown => 4,
         TokenStatus::Renewing => 5,
         TokenStatus::NeverExpires => 6,
@@ -320,11 +325,21 @@ mod tests {
             },
             Row {
                 vault: "healthy-short",
+                snapshot: snapshot(TokenStatus::Renewing, Some(now + 60.0), None),
+                health: None,
+            },
+            Row {
+                vault: "failing",
                 snapshot: snapshot(
                     TokenStatus::Renewing,
-                    Some(now + 60.0),
+                    Some(now + 3000.0),
                     Some(Reason::Sealed),
                 ),
+                health: None,
+            },
+            Row {
+                vault: "fixed-lease",
+                snapshot: snapshot(TokenStatus::NotRenewable, Some(now + 100.0), None),
                 health: None,
             },
             Row {
@@ -339,7 +354,18 @@ mod tests {
         ];
         let html = render(&mut rows, "/metrics", now);
         let order: Vec<_> = rows.iter().map(|r| r.vault).collect();
-        assert_eq!(order, ["dead", "healthy-short", "healthy-long", "root"]);
+        assert_eq!(
+            order,
+            [
+                "dead",
+                "fixed-lease",
+                "failing",
+                "healthy-short",
+                "healthy-long",
+                "root"
+            ],
+            "a renewing token failing right now ranks with those that will die"
+        );
         let at = |needle: &str| html.find(needle).unwrap_or_else(|| panic!("{needle}"));
         assert!(at(">dead<") < at(">healthy-short<"));
         assert!(html.contains("<a href=\"/metrics\">Metrics</a>"));

@@ -212,7 +212,7 @@ impl HealthState {
     }
 }
 
-/// A running poller; dropping it leaves the thread running, [`HealthPoller::stop`] ends it.
+/// A running poller; [`HealthPoller::stop`], or dropping it, ends its thread.
 pub struct HealthPoller {
     stop: Arc<AtomicBool>,
     wakeup: Arc<Wakeup>,
