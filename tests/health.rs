@@ -104,6 +104,17 @@ fn health_series_follow_the_vault_sealed_standby_skewed_and_down() {
         health(s, "standby", "prod") == Some(0.0)
     });
 
+    let polls: Vec<_> = vault
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == HEALTH)
+        .collect();
+    assert!(polls.len() >= 5, "{} polls", polls.len());
+    assert!(
+        polls.iter().all(|r| r.method == "GET" && r.token.is_none()),
+        "unauthenticated GETs"
+    );
+
     vault.shutdown();
     let down = exporter.wait_for(wait, "down", |s| health(s, "up", "prod") == Some(0.0));
     for gone in ["sealed", "standby", "clock_skew_seconds"] {
