@@ -6,12 +6,19 @@
 //! and counters; removed ones are stopped and leave the exported set; new ones start.
 //! Every new client is built before anything changes, so a configuration with an
 //! unusable TLS file changes nothing.
+//!
+//! With the `vault` collector on, it also runs one health poller per distinct Vault
+//! (address and TLS settings: the same key as the HTTP agents), polling at the smallest
+//! `health_interval` of the entries that point there; a reload keeps the pollers whose
+//! Vault is still configured, starts new ones and stops those no entry needs any more.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use collectors::client::TlsSettings;
 use collectors::client::{Agents, VaultClient};
 use collectors::clock::{Clock, SystemClock};
+use collectors::health::{HealthPoller, HealthSet, HealthState, HealthTarget};
 use collectors::logfmt::Value;
 use collectors::source::loose_permissions_warning;
 use collectors::state::TokenSet;
@@ -53,12 +60,52 @@ struct Running {
     wakeup: Arc<Wakeup>,
 }
 
+/// Which health poller an entry's Vault gets: entries equal in both share one.
+#[derive(Clone, Debug, PartialEq)]
+struct VaultKey {
+    address: String,
+    tls: TlsSettings,
+}
+
+impl VaultKey {
+    fn of(token: &TokenConfig) -> VaultKey {
+        VaultKey {
+            address: token.address.clone(),
+            tls: token.tls.clone(),
+        }
+    }
+}
+
+/// One Vault's running health poller.
+struct Poller {
+    key: VaultKey,
+    interval: Duration,
+    timeout: Duration,
+    state: Arc<HealthState>,
+    /// Stops the thread when dropped.
+    _poller: HealthPoller,
+}
+
+/// A poller the next configuration needs: kept, or to start.
+enum NextPoller {
+    Kept(usize),
+    New {
+        target: Box<HealthTarget>,
+        key: VaultKey,
+        timeout: Duration,
+        state: Arc<HealthState>,
+    },
+}
+
 /// The running workers, and the token set the collectors export.
 pub struct Workers {
     clock: Arc<dyn Clock>,
     watcher: FileWatcher,
     tokens: TokenSet,
     running: Vec<Running>,
+    /// What the `vault` collector exports; `None` when it is off, and then no poller runs.
+    health: Option<HealthSet>,
+    pollers: Vec<Poller>,
 }
 
 /// What [`Workers::apply`] did.
@@ -89,26 +136,157 @@ pub(crate) fn client(agents: &Agents, token: &TokenConfig) -> Result<VaultClient
 }
 
 impl Workers {
-    /// No workers yet; starts the file watcher.
-    pub fn new(tokens: TokenSet) -> std::io::Result<Workers> {
+    /// No workers yet; starts the file watcher. With `health` (the `vault` collector on),
+    /// [`Workers::apply`] also runs the health pollers and publishes them there.
+    pub fn new(tokens: TokenSet, health: Option<HealthSet>) -> std::io::Result<Workers> {
         limit_malloc_arenas();
         Ok(Workers {
             clock: Arc::new(SystemClock::default()),
             watcher: collectors::watch::spawn_file_watcher(Vec::new())?,
             tokens,
             running: Vec::new(),
+            health,
+            pollers: Vec::new(),
         })
+    }
+
+    /// The pollers `config` needs, one per distinct Vault: the running one where its Vault,
+    /// interval and timeout are unchanged, else a new one (keeping the state of the one it
+    /// replaces, so a changed interval leaves no gap in the series). Builds every agent
+    /// and changes nothing.
+    fn plan_pollers(
+        &self,
+        agents: &Agents,
+        config: &[TokenConfig],
+    ) -> Result<Vec<NextPoller>, ConfigError> {
+        // (key, smallest interval, smallest timeout, an entry's name for errors)
+        let mut groups: Vec<(VaultKey, Duration, Duration, &str)> = Vec::new();
+        for token in config {
+            let key = VaultKey::of(token);
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(group) => {
+                    group.1 = group.1.min(token.health_interval);
+                    group.2 = group.2.min(token.timeout);
+                }
+                None => groups.push((key, token.health_interval, token.timeout, &token.name)),
+            }
+        }
+        let mut next = Vec::with_capacity(groups.len());
+        for (key, interval, timeout, name) in groups {
+            let running = self.pollers.iter().position(|p| p.key == key);
+            if let Some(i) = running.filter(|i| {
+                let p = &self.pollers[*i];
+                (p.interval, p.timeout) == (interval, timeout)
+            }) {
+                next.push(NextPoller::Kept(i));
+                continue;
+            }
+            let agent = agents
+                .for_address(&key.address, &key.tls)
+                .map_err(|e| ConfigError(format!("vault {name:?}: tls: {e}")))?;
+            next.push(NextPoller::New {
+                target: Box::new(HealthTarget {
+                    address: key.address.clone(),
+                    agent,
+                    timeout,
+                    interval,
+                }),
+                state: running
+                    .map(|i| self.pollers[i].state.clone())
+                    .unwrap_or_default(),
+                key,
+                timeout,
+            });
+        }
+        Ok(next)
+    }
+
+    /// Moves the pollers to `next` (from [`Workers::plan_pollers`]) and publishes the
+    /// health of every entry of `config` under its name.
+    fn apply_pollers(
+        &mut self,
+        next: Vec<NextPoller>,
+        config: &[TokenConfig],
+    ) -> std::io::Result<()> {
+        let Some(health) = self.health.clone() else {
+            return Ok(());
+        };
+        let mut old: Vec<Option<Poller>> = self.pollers.drain(..).map(Some).collect();
+        let mut pollers = Vec::with_capacity(next.len());
+        let mut spawn_error = None;
+        for entry in next {
+            match entry {
+                NextPoller::Kept(i) => pollers.push(old[i].take().expect("a poller is kept once")),
+                NextPoller::New {
+                    target,
+                    key,
+                    timeout,
+                    state,
+                } => {
+                    // The poller it replaces (same Vault, other interval) stops first.
+                    if let Some(slot) = old
+                        .iter_mut()
+                        .find(|p| p.as_ref().is_some_and(|p| p.key == key))
+                    {
+                        slot.take();
+                    }
+                    let interval = target.interval;
+                    log::info!(
+                        "vault health poller started address={} interval={}s",
+                        Value(&key.address),
+                        interval.as_secs_f64()
+                    );
+                    match HealthPoller::spawn(*target, state.clone()) {
+                        Ok(poller) => pollers.push(Poller {
+                            key,
+                            interval,
+                            timeout,
+                            state,
+                            _poller: poller,
+                        }),
+                        Err(e) => spawn_error = Some(e),
+                    }
+                }
+            }
+        }
+        for gone in old.into_iter().flatten() {
+            log::info!(
+                "vault health poller stopped, no entry uses it address={}",
+                Value(&gone.key.address)
+            );
+        }
+        health.replace(
+            config
+                .iter()
+                .filter_map(|token| {
+                    let key = VaultKey::of(token);
+                    let poller = pollers.iter().find(|p| p.key == key)?;
+                    Some((token.name.clone(), poller.state.clone()))
+                })
+                .collect(),
+        );
+        self.pollers = pollers;
+        spawn_error.map_or(Ok(()), Err)
     }
 
     /// Moves to `config`. On an error nothing has changed.
     pub fn apply(&mut self, config: Vec<TokenConfig>) -> Result<Change, ConfigError> {
         // Build every new worker first: a bad TLS file in one entry changes nothing.
         let agents = Agents::default();
-        let mut next: Vec<Result<usize, Running>> = Vec::with_capacity(config.len());
+        let pollers = match self.health {
+            Some(_) => self.plan_pollers(&agents, &config)?,
+            None => Vec::new(),
+        };
+        let health_config = config.clone();
+        let mut next: Vec<Result<(usize, TokenConfig), Running>> = Vec::with_capacity(config.len());
         let mut workers = Vec::new();
         for token in config {
-            if let Some(i) = self.running.iter().position(|r| r.config == token) {
-                next.push(Ok(i));
+            if let Some(i) = self
+                .running
+                .iter()
+                .position(|r| r.config.same_worker(&token))
+            {
+                next.push(Ok((i, token)));
                 continue;
             }
             let state = Arc::new(TokenState::new(token.name.clone()));
@@ -133,9 +311,12 @@ impl Workers {
         let mut watched = Vec::new();
         for entry in next {
             match entry {
-                Ok(i) => {
+                Ok((i, config)) => {
                     change.kept += 1;
-                    running.push(old[i].take().expect("an entry is kept once"));
+                    let mut kept = old[i].take().expect("an entry is kept once");
+                    // Only its health interval may differ: that is the poller's business.
+                    kept.config = config;
+                    running.push(kept);
                 }
                 Err(new) => {
                     announce(&new.config);
@@ -166,6 +347,8 @@ impl Workers {
                 .map_err(|e| ConfigError(format!("cannot start a renewal worker: {e}")))?;
         }
         self.watcher.add(watched);
+        self.apply_pollers(pollers, &health_config)
+            .map_err(|e| ConfigError(format!("cannot start a health poller: {e}")))?;
         Ok(change)
     }
 
@@ -301,6 +484,7 @@ mod tests {
             tls: TlsSettings::default(),
             timeout: Duration::from_secs(1),
             renew: Default::default(),
+            health_interval: Duration::from_secs(30),
         }
     }
 
@@ -311,7 +495,7 @@ mod tests {
     #[test]
     fn apply_keeps_equal_entries_and_changes_nothing_on_an_error() {
         let set = TokenSet::default();
-        let mut workers = Workers::new(set.clone()).unwrap();
+        let mut workers = Workers::new(set.clone(), None).unwrap();
         let change = workers.apply(vec![entry("a"), entry("b")]).unwrap();
         assert_eq!((change.kept, change.started, change.stopped), (0, 2, 0));
         let a = set.current()[0].clone();
@@ -330,5 +514,56 @@ mod tests {
         assert!(err.to_string().contains("\"d\""), "{err}");
         assert!(Arc::ptr_eq(&before, &set.current()), "nothing changed");
         assert_eq!(workers.len(), 3);
+    }
+
+    fn health_names(set: &HealthSet) -> Vec<String> {
+        set.current().iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    #[test]
+    fn one_health_poller_per_vault_following_the_configuration() {
+        let health = HealthSet::default();
+        let mut workers = Workers::new(TokenSet::default(), Some(health.clone())).unwrap();
+        let on = |name: &str, port: u16, every: u64| {
+            let mut e = entry(name);
+            e.address = format!("http://127.0.0.1:{port}");
+            e.health_interval = Duration::from_secs(every);
+            e
+        };
+        workers.apply(vec![on("a", 1, 30), on("b", 1, 10)]).unwrap();
+        assert_eq!(workers.pollers.len(), 1, "one Vault, one poller");
+        assert_eq!(
+            workers.pollers[0].interval,
+            Duration::from_secs(10),
+            "the smallest"
+        );
+        let shared = health.current();
+        assert!(Arc::ptr_eq(&shared[0].1, &shared[1].1));
+        let first = workers.pollers[0].state.clone();
+
+        // A second Vault gets its own; another TLS setting is another poller too.
+        let mut tls = on("d", 1, 30);
+        tls.tls.server_name = Some("vault.internal".into());
+        let change = workers
+            .apply(vec![on("a", 1, 10), on("c", 2, 30), tls])
+            .unwrap();
+        assert_eq!((change.kept, change.started, change.stopped), (1, 2, 1));
+        assert_eq!(workers.pollers.len(), 3);
+        assert!(Arc::ptr_eq(&workers.pollers[0].state, &first), "kept");
+        assert_eq!(health_names(&health), ["a", "c", "d"]);
+
+        // A changed interval restarts the poller but keeps what it learnt, and the
+        // token's worker (only its health interval changed).
+        let change = workers.apply(vec![on("a", 1, 5)]).unwrap();
+        assert_eq!((change.kept, change.started, change.stopped), (1, 0, 2));
+        assert_eq!(workers.pollers.len(), 1);
+        assert_eq!(workers.pollers[0].interval, Duration::from_secs(5));
+        assert!(Arc::ptr_eq(&workers.pollers[0].state, &first));
+        assert_eq!(health_names(&health), ["a"]);
+
+        // The collector off: no poller at all.
+        let mut off = Workers::new(TokenSet::default(), None).unwrap();
+        off.apply(vec![on("a", 1, 1)]).unwrap();
+        assert!(off.pollers.is_empty());
     }
 }

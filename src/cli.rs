@@ -234,7 +234,7 @@ mod tests {
         let cli = parse_args(&[]);
         assert_eq!(cli.listen_address, ":9846");
         assert_eq!(cli.telemetry_path, "/metrics");
-        assert_eq!(cli.collectors, ["token", "exporter", "process"]);
+        assert_eq!(cli.collectors, ["token", "vault", "exporter", "process"]);
         assert_eq!(cli.log_level, None);
         assert!(!cli.demo && cli.config_file.is_none());
     }
@@ -243,7 +243,7 @@ mod tests {
     fn collectors_switch_on_and_off() {
         assert_eq!(
             parse_args(&["--no-collector.process"]).collectors,
-            ["token", "exporter"]
+            ["token", "vault", "exporter"]
         );
         assert_eq!(
             parse_args(&["--collector.disable-defaults", "--collector.token"]).collectors,
@@ -251,7 +251,7 @@ mod tests {
         );
         assert_eq!(
             parse_args(&["--no-collector.token", "--collector.token"]).collectors,
-            ["token", "exporter", "process"]
+            ["token", "vault", "exporter", "process"]
         );
     }
 

@@ -20,6 +20,9 @@ use crate::duration::parse_duration;
 /// Per-request timeout when none is configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Between two `sys/health` polls of one Vault when none is configured.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+
 /// One token to keep alive. Equal entries are the same token to a reload: it keeps
 /// their worker.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +35,21 @@ pub struct TokenConfig {
     pub tls: TlsSettings,
     pub timeout: Duration,
     pub renew: RenewSettings,
+    /// Between two `sys/health` polls of this entry's Vault (the `vault` collector); the
+    /// smallest of the entries sharing a Vault wins. Not part of the worker's identity:
+    /// see [`TokenConfig::same_worker`].
+    pub health_interval: Duration,
+}
+
+impl TokenConfig {
+    /// Whether a running worker for `self` can serve `other` unchanged: everything but
+    /// the health poll interval, which concerns the Vault's poller, not the token.
+    pub fn same_worker(&self, other: &TokenConfig) -> bool {
+        TokenConfig {
+            health_interval: other.health_interval,
+            ..self.clone()
+        } == *other
+    }
 }
 
 /// An invalid configuration: the message names the key and where it came from.
@@ -59,6 +77,7 @@ struct VaultEntry {
     invalid_recheck_interval: Option<String>,
     increment: Option<String>,
     max_ttl: Option<String>,
+    health_interval: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +235,15 @@ pub fn parse_config(
                     .map(|text| duration("max_ttl", Some(text), Duration::ZERO))
                     .transpose()?,
             },
+            health_interval: match entry.health_interval {
+                None => DEFAULT_HEALTH_INTERVAL,
+                Some(text) => duration("health_interval", Some(text), Duration::ZERO)
+                    // Below a second a poller would hammer its Vault for no news.
+                    .and_then(|d| match d >= Duration::from_secs(1) {
+                        true => Ok(d),
+                        false => Err(fail("health_interval", "must be at least 1s")),
+                    })?,
+            },
         });
     }
     Ok(tokens)
@@ -338,6 +366,7 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<TokenConfig, Con
         tls,
         timeout,
         renew: RenewSettings::default(),
+        health_interval: DEFAULT_HEALTH_INTERVAL,
     })
 }
 
@@ -381,7 +410,7 @@ mod tests {
     fn a_full_entry_loads_with_defaults_filled_in() {
         let path = write(
             "full.yml",
-            "vaults:\n  - name: prod\n    address: https://vault.example.com:8200/\n    token_file: /run/token\n    namespace: team-a\n    tls:\n      ca_file: /etc/ca.pem\n      server_name: vault.internal\n    timeout: 2s\n    max_backoff: 30s\n    invalid_recheck_interval: 1m\n    max_ttl: 768h\n  - name: dev\n    address: http://127.0.0.1:8200\n    token_env: DEV_TOKEN\n",
+            "vaults:\n  - name: prod\n    address: https://vault.example.com:8200/\n    token_file: /run/token\n    namespace: team-a\n    tls:\n      ca_file: /etc/ca.pem\n      server_name: vault.internal\n    timeout: 2s\n    max_backoff: 30s\n    invalid_recheck_interval: 1m\n    max_ttl: 768h\n    health_interval: 5s\n  - name: dev\n    address: http://127.0.0.1:8200\n    token_env: DEV_TOKEN\n",
         );
         let env = |k: &str| (k == "DEV_TOKEN").then(|| "hvs.DEV".to_string());
         let tokens = load_file(&path, &env).unwrap();
@@ -394,10 +423,17 @@ mod tests {
         assert_eq!(prod.renew.invalid_recheck, Duration::from_secs(60));
         assert_eq!(prod.renew.max_ttl, Some(Duration::from_secs(768 * 3600)));
         assert_eq!(prod.tls.server_name.as_deref(), Some("vault.internal"));
+        assert_eq!(prod.health_interval, Duration::from_secs(5));
         assert!(matches!(&prod.source, TokenSource::File(p) if p == Path::new("/run/token")));
         let dev = &tokens[1];
         assert_eq!(dev.timeout, DEFAULT_TIMEOUT);
         assert_eq!(dev.renew, RenewSettings::default());
+        assert_eq!(dev.health_interval, DEFAULT_HEALTH_INTERVAL);
+        let mut slower = dev.clone();
+        slower.health_interval = Duration::from_secs(60);
+        assert!(dev.same_worker(&slower) && *dev != slower);
+        slower.timeout = Duration::from_secs(1);
+        assert!(!dev.same_worker(&slower));
         assert!(matches!(&dev.source, TokenSource::Value(t) if t.expose() == "hvs.DEV"));
     }
 
@@ -418,6 +454,8 @@ mod tests {
             ("badtimeout.yml", "vaults:\n  - name: a\n    address: http://x\n    token_file: /t\n    timeout: soon\n", "vaults[0].timeout"),
             ("badmaxttl.yml", "vaults:\n  - name: a\n    address: http://x\n    token_file: /t\n    max_ttl: a month\n", "vaults[0].max_ttl"),
             ("zeromaxttl.yml", "vaults:\n  - name: a\n    address: http://x\n    token_file: /t\n    max_ttl: 0s\n", "vaults[0].max_ttl"),
+            ("badhealth.yml", "vaults:\n  - name: a\n    address: http://x\n    token_file: /t\n    health_interval: often\n", "vaults[0].health_interval"),
+            ("fasthealth.yml", "vaults:\n  - name: a\n    address: http://x\n    token_file: /t\n    health_interval: 500ms\n", "vaults[0].health_interval: must be at least 1s"),
             ("empty.yml", "vaults: []\n", "vaults"),
             ("notyaml.yml", "vaults: [\n", "invalid config file"),
         ];

@@ -7,9 +7,10 @@ use std::sync::{Arc, RwLock};
 
 use collectors::collector::{CollectorContext, Collectors};
 use collectors::exporter::ConfigStatus;
+use collectors::health::HealthSet;
 use collectors::state::TokenSet;
 use vault_token_exporter::reload::{answer_reload, read_web_config, Reloader, Source};
-use vault_token_exporter::{app, check, cli, config, demo, http, logging, signals};
+use vault_token_exporter::{app, check, cli, config, demo, http, logging, signals, status_page};
 
 /// A reason to exit, with its status: 2 for bad configuration, 1 for anything else.
 struct Exit(u8, String);
@@ -74,7 +75,13 @@ fn run() -> Result<(), Exit> {
     let context = CollectorContext {
         tokens: TokenSet::default(),
         config: Arc::new(ConfigStatus::default()),
+        health: HealthSet::default(),
     };
+    // `--no-collector.vault` stops the polling, not only the series.
+    let health = cli
+        .collectors
+        .contains(&"vault")
+        .then(|| context.health.clone());
     let collectors = Collectors::new(&context, &cli.collectors);
     log::info!("collectors enabled: {}", collectors.names().join(", "));
     // Ready once the configuration is loaded and its workers run.
@@ -88,6 +95,10 @@ fn run() -> Result<(), Exit> {
     );
     let web = web.unwrap_or_default();
     site.headers = web.headers;
+    let (page_tokens, page_health) = (context.tokens.clone(), health.clone());
+    site.status_page = Some(Arc::new(move |telemetry_path| {
+        status_page::render_current(&page_tokens, page_health.as_ref(), telemetry_path)
+    }));
     if cli.enable_lifecycle {
         let target = reload_target.clone();
         site.reload = Some(Arc::new(move || answer_reload(&target)));
@@ -110,6 +121,7 @@ fn run() -> Result<(), Exit> {
         tokens,
         cli.web_config_file.clone(),
         context.tokens.clone(),
+        health,
         context.config.clone(),
     )
     .map_err(|e| Exit(1, format!("cannot start renewal workers: {e}")))?;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use collectors::clock::unix_now;
 use collectors::exporter::ConfigStatus;
+use collectors::health::HealthSet;
 use collectors::state::TokenSet;
 
 use crate::app::{Change, Workers};
@@ -61,15 +62,17 @@ pub struct Reloader {
 
 impl Reloader {
     /// Starts the workers of `tokens` (already loaded from `source`): the first load.
+    /// `health`: where the health pollers publish, `None` when the `vault` collector is off.
     pub fn start(
         source: Source,
         tokens: Vec<TokenConfig>,
         web_config_file: Option<PathBuf>,
         set: TokenSet,
+        health: Option<HealthSet>,
         status: Arc<ConfigStatus>,
     ) -> Result<Reloader, ConfigError> {
-        let mut workers =
-            Workers::new(set).map_err(|e| ConfigError(format!("cannot watch token files: {e}")))?;
+        let mut workers = Workers::new(set, health)
+            .map_err(|e| ConfigError(format!("cannot watch token files: {e}")))?;
         workers.apply(tokens)?;
         status.loaded(unix_now());
         Ok(Reloader {
@@ -167,7 +170,14 @@ mod tests {
         let source = Source::File(path.clone());
         let tokens = source.load().unwrap();
         let status = Arc::new(ConfigStatus::default());
-        let reloader = Reloader::start(source, tokens, None, TokenSet::default(), status.clone());
+        let reloader = Reloader::start(
+            source,
+            tokens,
+            None,
+            TokenSet::default(),
+            None,
+            status.clone(),
+        );
         let _ = target.set(Arc::new(reloader.unwrap()));
         assert_eq!(
             answer_reload(&target),

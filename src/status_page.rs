@@ -6,22 +6,47 @@
 //! (never a call to Vault). Every value that comes from Vault or the config is
 //! HTML-escaped; the page never shows a token.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use collectors::error::Reason;
-use collectors::health::HealthSnapshot;
+use collectors::clock::unix_now;
+use collectors::health::{HealthSet, HealthSnapshot, HealthState};
 use collectors::parse::format_rfc3339;
+use collectors::state::TokenSet;
 use collectors::state::{Snapshot, TokenStatus};
 
 /// One token, as the page shows it.
 pub struct Row<'a> {
     pub vault: &'a str,
     pub snapshot: Snapshot,
-    /// When the token dies whatever renewals do, when known.
-    pub max_expiry: Option<f64>,
-    pub last_failure: Option<Reason>,
     /// The Vault this token's entry points at; `None` when the `vault` collector is off.
     pub health: Option<HealthSnapshot>,
+}
+
+/// The page as of now for the configured tokens; `health` is `None` when the `vault`
+/// collector is off.
+pub fn render_current(
+    tokens: &TokenSet,
+    health: Option<&HealthSet>,
+    telemetry_path: &str,
+) -> String {
+    let tokens = tokens.current();
+    let health = health.map(HealthSet::current);
+    // Names are unique in a configuration: one lookup per token, not a scan.
+    let by_name: HashMap<&str, &HealthState> = health
+        .iter()
+        .flat_map(|vaults| vaults.iter())
+        .map(|(name, state)| (name.as_str(), &**state))
+        .collect();
+    let mut rows: Vec<Row<'_>> = tokens
+        .iter()
+        .map(|t| Row {
+            vault: &t.vault,
+            snapshot: t.snapshot(),
+            health: by_name.get(t.vault.as_str()).map(|state| state.snapshot()),
+        })
+        .collect();
+    render(&mut rows, telemetry_path, unix_now())
 }
 
 /// Renders the page for `rows` as of `now` (Unix seconds).
@@ -30,7 +55,7 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
         let key = |r: &Row<'_>| {
             let status = r.snapshot.status_at(now);
             (
-                urgency(status),
+                urgency(status, r.snapshot.consecutive_failures > 0),
                 r.snapshot.ttl_at(now).unwrap_or(f64::INFINITY),
             )
         };
@@ -54,7 +79,7 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
         html,
         "<header><h1>vault-token-exporter</h1><nav><a href=\"{path}\">Metrics</a> \
          <a href=\"/-/healthy\">Health</a> <a href=\"/-/ready\">Ready</a></nav></header>\n\
-         <p class=\"summary\">{} token(s) as of {}:",
+         <p class=\"summary\">{} token(s) as of {} (times in UTC):",
         rows.len(),
         format_utc(now)
     );
@@ -70,7 +95,7 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
     html.push_str(
         "</p>\n<table>\n<thead><tr><th>vault</th><th>state</th><th>time left</th>\
          <th>expires</th><th>max expiry</th><th>last renewal</th><th>next renewal</th>\
-         <th>renewals ok / failed</th><th>last failure</th><th>Vault health</th></tr></thead>\n<tbody>\n",
+         <th>renewed / failed</th><th>last failure</th><th>Vault</th></tr></thead>\n<tbody>\n",
     );
     for row in rows.iter() {
         write_row(&mut html, row, now);
@@ -85,26 +110,69 @@ pub fn render(rows: &mut [Row<'_>], telemetry_path: &str, now: f64) -> String {
 fn write_row(html: &mut String, row: &Row<'_>, now: f64) {
     let s = &row.snapshot;
     let status = s.status_at(now).as_str();
-    let time = |t: Option<f64>| t.map(format_utc).unwrap_or_else(|| "–".into());
     let ttl = match (s.status_at(now), s.ttl_at(now)) {
         (TokenStatus::NeverExpires, _) => "never expires".to_owned(),
         (_, Some(left)) => format_duration(left),
         (_, None) => "–".to_owned(),
     };
     let [success, failure, _] = s.renewals;
+    // A failure streak in red; a past failure (renewed since) in grey.
+    let last_failure = match s.last_failure {
+        None => "–".to_owned(),
+        Some(reason) if s.consecutive_failures > 0 => format!(
+            "<span class=\"failure now\" title=\"failed attempts in a row\">{} ×{}</span>",
+            reason.as_str(),
+            s.consecutive_failures
+        ),
+        Some(reason) => format!("<span class=\"failure past\">{}</span>", reason.as_str()),
+    };
     let _ = writeln!(
         html,
-        "<tr><td class=\"vault\">{}</td><td><span class=\"state {status}\">{status}</span></td>\
+        "<tr class=\"{status}\"><td class=\"vault\">{}</td><td><span class=\"state {status}\">{status}</span></td>\
          <td class=\"num\">{ttl}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-         <td class=\"num\">{success} / {failure}</td><td>{}</td><td>{}</td></tr>",
+         <td class=\"num\">{success} / {failure}</td><td>{last_failure}</td><td>{}</td></tr>",
         escape(row.vault),
-        time(s.expiry),
-        time(row.max_expiry),
-        time(s.last_renewal),
-        time(s.next_renewal),
-        row.last_failure.map(Reason::as_str).unwrap_or("–"),
+        timestamp(s.expiry),
+        timestamp(s.max_expiry),
+        relative(s.last_renewal, now),
+        relative(s.next_renewal, now),
         health_cell(row.health.as_ref()),
     );
+}
+
+/// An absolute time to the minute (the seconds are in its tooltip); `–` when unknown.
+fn timestamp(unix: Option<f64>) -> String {
+    match unix {
+        None => "–".into(),
+        Some(t) => {
+            let full = format_utc(t);
+            let minute = full.get(..16).unwrap_or(&full);
+            format!(
+                "<time datetime=\"{}\" title=\"{full}\">{minute}</time>",
+                format_rfc3339(t)
+            )
+        }
+    }
+}
+
+/// A time near now as a person says it (`41s ago`, `in 3m 10s`), the absolute time in
+/// its tooltip; `–` when unknown.
+fn relative(unix: Option<f64>, now: f64) -> String {
+    match unix {
+        None => "–".into(),
+        Some(t) => {
+            let words = if t >= now {
+                format!("in {}", format_duration(t - now))
+            } else {
+                format!("{} ago", format_duration(now - t))
+            };
+            format!(
+                "<time datetime=\"{}\" title=\"{}\">{words}</time>",
+                format_rfc3339(t),
+                format_utc(t)
+            )
+        }
+    }
 }
 
 fn health_cell(health: Option<&HealthSnapshot>) -> String {
@@ -138,13 +206,15 @@ fn health_cell(health: Option<&HealthSnapshot>) -> String {
 }
 
 /// Most urgent first: tokens that are dead or will die whatever happens, then those that
-/// need a person, then the healthy ones.
-fn urgency(status: TokenStatus) -> u8 {
+/// die at their expiry unless something changes (not renewable, or renewing but failing
+/// right now, as VaultTokenExpiringSoon sees them), then the rest. Ties: least time left.
+fn urgency(status: TokenStatus, failing: bool) -> u8 {
     match status {
         TokenStatus::Expired => 0,
         TokenStatus::Invalid => 1,
         TokenStatus::Capped => 2,
         TokenStatus::NotRenewable => 3,
+        TokenStatus::Renewing if failing => 3,
         TokenStatus::Unknown => 4,
         TokenStatus::Renewing => 5,
         TokenStatus::NeverExpires => 6,
@@ -193,22 +263,25 @@ const HEAD: &str = r#"<!DOCTYPE html>
 <meta http-equiv="refresh" content="30">
 <title>vault-token-exporter</title>
 <style>
-body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #1f2328; background: #fff; }
+body { font-family: system-ui, sans-serif; margin: 1.25rem; color: #1f2328; background: #fff; }
 header { display: flex; align-items: baseline; gap: 2rem; }
 h1 { font-size: 1.4rem; margin: 0 0 .5rem; }
 nav a { margin-right: 1rem; }
-table { border-collapse: collapse; width: 100%; font-size: .9rem; }
-th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
+table { border-collapse: collapse; width: 100%; font-size: .875rem; }
+th, td { text-align: left; padding: .35rem .45rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
 th { background: #f6f8fa; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.vault { font-weight: 600; white-space: normal; word-break: break-all; }
+td.vault { font-weight: 600; white-space: normal; overflow-wrap: anywhere; min-width: 8rem; max-width: 20rem; }
+.failure.now { color: #cf222e; font-weight: 600; }
+.failure.past { color: #6e7781; }
 .state { display: inline-block; padding: .1rem .5rem; border-radius: 1rem; font-size: .8rem; font-weight: 600; color: #fff; }
 .state.renewing { background: #1a7f37; }
 .state.never_expires { background: #0969da; }
 .state.unknown { background: #6e7781; }
 .state.not_renewable { background: #bf8700; }
 .state.capped { background: #bc4c00; }
-.state.invalid, .state.expired { background: #cf222e; }
+.state.invalid { background: #cf222e; }
+.state.expired { background: #82071e; }
 .health.ok { color: #1a7f37; font-weight: 600; }
 .health.down { color: #cf222e; font-weight: 600; }
 .health.unknown { color: #6e7781; }
@@ -221,10 +294,14 @@ td.vault { font-weight: 600; white-space: normal; word-break: break-all; }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use collectors::error::Reason;
     use collectors::state::TokenState;
 
-    fn snapshot(status: TokenStatus, expiry: Option<f64>) -> Snapshot {
+    fn snapshot(status: TokenStatus, expiry: Option<f64>, failure: Option<Reason>) -> Snapshot {
         let state = TokenState::new("x");
+        if let Some(reason) = failure {
+            state.count_failure(reason);
+        }
         state.set_status(status);
         if let Some(e) = expiry {
             state.expiry.set(e);
@@ -238,36 +315,57 @@ mod tests {
         let mut rows = vec![
             Row {
                 vault: "healthy-long",
-                snapshot: snapshot(TokenStatus::Renewing, Some(now + 7200.0)),
-                max_expiry: None,
-                last_failure: None,
+                snapshot: snapshot(TokenStatus::Renewing, Some(now + 7200.0), None),
                 health: None,
             },
             Row {
                 vault: "root",
-                snapshot: snapshot(TokenStatus::NeverExpires, None),
-                max_expiry: None,
-                last_failure: None,
+                snapshot: snapshot(TokenStatus::NeverExpires, None, None),
                 health: None,
             },
             Row {
                 vault: "healthy-short",
-                snapshot: snapshot(TokenStatus::Renewing, Some(now + 60.0)),
-                max_expiry: None,
-                last_failure: Some(Reason::Sealed),
+                snapshot: snapshot(TokenStatus::Renewing, Some(now + 60.0), None),
+                health: None,
+            },
+            Row {
+                vault: "failing",
+                snapshot: snapshot(
+                    TokenStatus::Renewing,
+                    Some(now + 3000.0),
+                    Some(Reason::Sealed),
+                ),
+                health: None,
+            },
+            Row {
+                vault: "fixed-lease",
+                snapshot: snapshot(TokenStatus::NotRenewable, Some(now + 100.0), None),
                 health: None,
             },
             Row {
                 vault: "dead",
-                snapshot: snapshot(TokenStatus::Invalid, Some(now + 600.0)),
-                max_expiry: None,
-                last_failure: Some(Reason::PermissionDenied),
+                snapshot: snapshot(
+                    TokenStatus::Invalid,
+                    Some(now + 600.0),
+                    Some(Reason::PermissionDenied),
+                ),
                 health: None,
             },
         ];
         let html = render(&mut rows, "/metrics", now);
         let order: Vec<_> = rows.iter().map(|r| r.vault).collect();
-        assert_eq!(order, ["dead", "healthy-short", "healthy-long", "root"]);
+        assert_eq!(
+            order,
+            [
+                "dead",
+                "fixed-lease",
+                "failing",
+                "healthy-short",
+                "healthy-long",
+                "root"
+            ],
+            "a renewing token failing right now ranks with those that will die"
+        );
         let at = |needle: &str| html.find(needle).unwrap_or_else(|| panic!("{needle}"));
         assert!(at(">dead<") < at(">healthy-short<"));
         assert!(html.contains("<a href=\"/metrics\">Metrics</a>"));
@@ -289,9 +387,7 @@ mod tests {
         };
         let mut rows = vec![Row {
             vault: "<script>alert('x')</script>&\"",
-            snapshot: snapshot(TokenStatus::Unknown, None),
-            max_expiry: None,
-            last_failure: None,
+            snapshot: snapshot(TokenStatus::Unknown, None, None),
             health: Some(health),
         }];
         let html = render(&mut rows, "/m\"><script>", now);

@@ -1090,6 +1090,9 @@ fn alert_rules_are_documented_and_unit_tested() {
         "VaultTokenMaxExpiryNear",
         "VaultTokenExporterDown",
         "VaultTokenExporterCollectorFailing",
+        "VaultUnreachable",
+        "VaultSealed",
+        "VaultClockSkew",
     ] {
         assert!(alerts.iter().any(|a| a == must), "alert {must} missing");
     }
@@ -1190,7 +1193,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
     assert!(check.status.success(), "promtool check rules failed");
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert!(
-        stdout.contains("SUCCESS: 8 rules found"),
+        stdout.contains("SUCCESS: 11 rules found"),
         "rule count: {stdout}"
     );
 

@@ -999,7 +999,10 @@ fn broken_token_files_are_token_source_failures_until_fixed() {
         );
         assert_eq!(s.state(name).as_deref(), Some("unknown"), "{name}");
     }
-    assert!(vault.requests().is_empty(), "no token, no request to Vault");
+    assert!(
+        token_requests(&vault).is_empty(),
+        "no token, no request to Vault"
+    );
     assert_eq!(exporter.get("/-/healthy").0, 200, "the exporter serves");
 
     // Fix each file (the directory goes, a file takes its place): renewal within 5 s.

@@ -463,7 +463,9 @@ fn env_mode_renews_the_token_bao_login_wrote() {
     assert!(!log.contains(&made.token));
 }
 
-/// A sealed server (503) and a stopped one (timeouts): retried, and renewing again after.
+/// A sealed server (503) and a stopped one (timeouts): retried, and renewing again after;
+/// the `vault` collector sees it sealed (`bao operator seal` is this `sys/seal` call),
+/// unsealed and down, with OpenBao's version and a clock that agrees with ours.
 #[test]
 fn a_sealed_then_a_stopped_server_cost_no_token() {
     let Some(bao) = OpenBao::start("faults") else {
@@ -473,17 +475,46 @@ fn a_sealed_then_a_stopped_server_cost_no_token() {
     let made = bao.create(json!({"ttl": "12s", "policies": ["default"]}));
     let exporter = exporter(
         &dir,
-        &entry(&bao, "t", &token_file(&dir, "t", &made.token), ""),
+        &entry(
+            &bao,
+            "t",
+            &token_file(&dir, "t", &made.token),
+            "    health_interval: 1s\n",
+        ),
     );
-    exporter.wait_for(secs(5.0), "renewing", |s| {
-        s.state("t").as_deref() == Some("renewing")
+    let health = |s: &Scrape, metric: &str| s.of(&format!("vault_health_{metric}"), "t", &[]);
+    let s = exporter.wait_for(secs(5.0), "renewing, and the Vault polled", |s| {
+        s.state("t").as_deref() == Some("renewing") && health(s, "up") == Some(1.0)
     });
+    assert_eq!(health(&s, "sealed"), Some(0.0));
+    assert_eq!(health(&s, "standby"), Some(0.0));
+    // What OpenBao itself says, asked here.
+    let (_, said) = bao.call("GET", "sys/health", None, None);
+    let version = said["version"].as_str().expect("a version");
+    assert!(version.starts_with("2.7."), "OpenBao {version}");
+    let info = [
+        ("version", version),
+        ("cluster_name", said["cluster_name"].as_str().unwrap()),
+    ];
+    assert_eq!(
+        s.of("vault_health_info", "t", &info),
+        Some(1.0),
+        "{}",
+        s.text
+    );
+    let skew = health(&s, "clock_skew_seconds").expect("a clock skew");
+    assert!(skew.abs() <= 2.0, "one machine, one clock: skew {skew}");
 
     bao.seal();
-    exporter.wait_for(secs(8.0), "a sealed failure", |s| {
-        s.failures("t", "sealed") >= 1.0
+    exporter.wait_for(secs(8.0), "a sealed failure, and seen sealed", |s| {
+        s.failures("t", "sealed") >= 1.0 && health(s, "sealed") == Some(1.0)
     });
+    let (_, page) = exporter.get("/");
+    assert!(page.contains("health down\">sealed<"), "{page}");
     bao.unseal();
+    exporter.wait_for(secs(8.0), "seen unsealed", |s| {
+        health(s, "sealed") == Some(0.0)
+    });
     let s = exporter.wait_for(secs(8.0), "a renewal after unsealing", |s| {
         s.renewals("t", "success") >= 1.0
     });
@@ -498,8 +529,8 @@ fn a_sealed_then_a_stopped_server_cost_no_token() {
     let renewed = s.renewals("t", "success");
 
     bao.signal("STOP");
-    let stopped = exporter.wait_for(secs(8.0), "a timeout", |s| {
-        s.failures("t", "timeout") >= 1.0
+    let stopped = exporter.wait_for(secs(8.0), "a timeout, and the Vault seen down", |s| {
+        s.failures("t", "timeout") >= 1.0 && health(s, "up") == Some(0.0)
     });
     assert_eq!(
         stopped.state("t").as_deref(),

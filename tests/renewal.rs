@@ -995,8 +995,7 @@ fn one_vault_down_leaves_the_other_untouched() {
             "the healthy token kept its cadence: {gap:.2}s"
         );
     }
-    assert!(up
-        .requests()
+    assert!(token_requests(&up)
         .iter()
         .all(|r| r.token.as_deref() == Some(up_token.as_str())));
 }
@@ -1070,7 +1069,7 @@ fn a_missing_or_empty_token_file_is_a_token_source_failure_until_a_token_appears
         |s| s.failures("agent", "token_source") > base,
     );
     assert!(
-        vault.requests().is_empty(),
+        token_requests(&vault).is_empty(),
         "nothing sent to Vault without a token"
     );
     let written = Instant::now();

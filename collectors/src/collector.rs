@@ -13,6 +13,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 use crate::collect::{Collect, CollectError};
 use crate::exporter::{ConfigStatus, ExporterInfo};
 use crate::family::{describe, family, gauge, label, TextOut};
+use crate::health::{HealthCollector, HealthSet};
 use crate::process::ProcessMetrics;
 use crate::state::{TokenSet, TokenState};
 use crate::token_collector::LiveTokenCollector;
@@ -23,6 +24,8 @@ pub struct CollectorContext {
     pub tokens: TokenSet,
     /// Outcome of the last (re)load of the configuration.
     pub config: Arc<ConfigStatus>,
+    /// What the health pollers learnt of each configured vault; a reload replaces it.
+    pub health: HealthSet,
 }
 
 impl CollectorContext {
@@ -33,6 +36,7 @@ impl CollectorContext {
         CollectorContext {
             tokens: TokenSet::new(tokens),
             config: Arc::new(config),
+            health: HealthSet::default(),
         }
     }
 }
@@ -52,6 +56,12 @@ pub const COLLECTORS: &[CollectorSpec] = &[
         enabled_by_default: true,
         help: "renewal state, TTL and outcomes of every configured Vault token (vault_token_*)",
         build: |ctx| Box::new(LiveTokenCollector::new(ctx.tokens.clone())),
+    },
+    CollectorSpec {
+        name: "vault",
+        enabled_by_default: true,
+        help: "whether each Vault is up, sealed or a standby, and its clock skew, polled in the background (vault_health_*)",
+        build: |ctx| Box::new(HealthCollector::new(ctx.health.clone())),
     },
     CollectorSpec {
         name: "exporter",

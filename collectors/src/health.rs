@@ -22,7 +22,7 @@ use crate::clock::unix_now;
 use crate::collect::{Collect, CollectError};
 use crate::error::VaultError;
 use crate::family::{family, gauge, label};
-use crate::state::AtomicF64;
+use crate::state::{cap_label, AtomicF64};
 use crate::watch::Wakeup;
 
 /// What one `sys/health` answer says.
@@ -182,8 +182,11 @@ impl HealthState {
                     Some(server) => self.skew.set(server + 0.5 - now),
                     None => self.skew.clear(),
                 }
-                *self.info.write().unwrap_or_else(|e| e.into_inner()) =
-                    Some((report.version.clone(), report.cluster_name.clone()));
+                // Label values: capped as `vault_token_info`'s are, whatever the server sends.
+                *self.info.write().unwrap_or_else(|e| e.into_inner()) = Some((
+                    cap_label(report.version.clone()),
+                    cap_label(report.cluster_name.clone()),
+                ));
                 self.outcome.store(ANSWERED, Ordering::Release);
             }
             Err(_) => self.outcome.store(UNREACHABLE, Ordering::Release),
@@ -209,7 +212,7 @@ impl HealthState {
     }
 }
 
-/// A running poller; dropping it leaves the thread running, [`HealthPoller::stop`] ends it.
+/// A running poller; [`HealthPoller::stop`], or dropping it, ends its thread.
 pub struct HealthPoller {
     stop: Arc<AtomicBool>,
     wakeup: Arc<Wakeup>,
@@ -259,21 +262,55 @@ impl Drop for HealthPoller {
     }
 }
 
+/// Every configured `vault` name with the state of the Vault it points at, in
+/// configuration order; shared by the collector and the status page, replaced whole by a
+/// reload (as [`crate::collector::TokenSet`] is, for the same reasons).
+#[derive(Clone, Default)]
+pub struct HealthSet(Arc<RwLock<Vaults>>);
+
+/// `(vault name, the state of the Vault it points at)`, in configuration order.
+pub type Vaults = Arc<[(String, Arc<HealthState>)]>;
+
+impl HealthSet {
+    pub fn new(vaults: Vec<(String, Arc<HealthState>)>) -> HealthSet {
+        HealthSet(Arc::new(RwLock::new(vaults.into())))
+    }
+
+    /// The vaults as of now.
+    pub fn current(&self) -> Vaults {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `vaults` the exported set.
+    pub fn replace(&self, vaults: Vec<(String, Arc<HealthState>)>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = vaults.into();
+    }
+
+    /// The health of the Vault the entry `vault` points at, if it is configured.
+    pub fn get(&self, vault: &str) -> Option<HealthSnapshot> {
+        self.current()
+            .iter()
+            .find(|(name, _)| name == vault)
+            .map(|(_, state)| state.snapshot())
+    }
+}
+
 /// The `vault` collector: one set of `vault_health_*` series per configured vault name.
 pub struct HealthCollector {
-    vaults: Vec<(String, Arc<HealthState>)>,
+    vaults: HealthSet,
 }
 
 impl HealthCollector {
     /// `vaults`: every configured `vault` name with the state of the Vault it points at.
-    pub fn new(vaults: Vec<(String, Arc<HealthState>)>) -> HealthCollector {
+    pub fn new(vaults: HealthSet) -> HealthCollector {
         HealthCollector { vaults }
     }
 }
 
 impl Collect for HealthCollector {
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
-        let n = self.vaults.len();
+        let vaults = self.vaults.current();
+        let n = vaults.len();
         let mut up = family(
             "vault_health_up",
             "1 if the Vault answered its last sys/health poll, 0 if not; absent before the first poll.",
@@ -304,7 +341,7 @@ impl Collect for HealthCollector {
             MetricType::GAUGE,
             n,
         );
-        for (vault, state) in &self.vaults {
+        for (vault, state) in vaults.iter() {
             let s = state.snapshot();
             let name = || vec![label("vault", vault)];
             let Some(is_up) = s.up else { continue };
@@ -431,10 +468,11 @@ mod tests {
     #[test]
     fn series_follow_what_the_poller_learnt() {
         let state = Arc::new(HealthState::default());
-        let collector = HealthCollector::new(vec![
+        let set = HealthSet::new(vec![
             ("a".into(), state.clone()),
             ("b".into(), state.clone()),
         ]);
+        let collector = HealthCollector::new(set.clone());
         assert_eq!(text(&collector), "", "nothing before the first poll");
 
         let report = HealthReport {
@@ -457,11 +495,45 @@ mod tests {
             assert!(answered.lines().any(|l| l == line), "{line} in\n{answered}");
         }
 
+        let long = HealthReport {
+            version: "v".repeat(10_000),
+            ..HealthReport::clone(&state_report())
+        };
+        state.record(&Ok((long, 1000.0)));
+        let capped = state.snapshot().info.unwrap();
+        assert!(
+            capped.0.len() <= crate::state::MAX_LABEL_VALUE,
+            "version capped"
+        );
+
         state.record(&Err(VaultError::Timeout));
         let down = text(&collector);
         assert!(down.contains("vault_health_up{vault=\"a\"} 0"), "{down}");
         for gone in ["sealed", "standby", "info", "clock_skew"] {
             assert!(!down.contains(&format!("vault_health_{gone}")), "{down}");
+        }
+
+        set.replace(vec![("c".into(), state)]);
+        let replaced = text(&collector);
+        assert!(
+            replaced.contains("vault_health_up{vault=\"c\"} 0"),
+            "{replaced}"
+        );
+        assert!(
+            !replaced.contains("vault=\"a\""),
+            "a reload drops the old names"
+        );
+        assert_eq!(set.get("c").and_then(|h| h.up), Some(false));
+        assert_eq!(set.get("a"), None);
+    }
+
+    fn state_report() -> HealthReport {
+        HealthReport {
+            sealed: true,
+            standby: false,
+            server_time: None,
+            version: String::new(),
+            cluster_name: String::new(),
         }
     }
 }

@@ -162,6 +162,9 @@ pub struct TokenState {
     pub next_renewal: AtomicF64,
     /// Failed attempts since the token was last known good (see [`TokenState::count_failure`]).
     consecutive_failures: AtomicU64,
+    /// The reason of the latest failure, as `Reason::index() + 1`; 0 before any (the
+    /// status page's "last failure": the counters say how many, not which came last).
+    last_failure: AtomicU8,
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum: AtomicF64,
@@ -182,6 +185,8 @@ pub struct Snapshot {
     pub last_renewal: Option<f64>,
     pub next_renewal: Option<f64>,
     pub consecutive_failures: u64,
+    /// The reason of the latest failed attempt; `None` before any.
+    pub last_failure: Option<Reason>,
     /// Cumulative counts per bucket of [`DURATION_BUCKETS`].
     pub duration_buckets: [u64; DURATION_BUCKETS.len()],
     pub duration_count: u64,
@@ -222,6 +227,7 @@ impl TokenState {
             last_renewal: AtomicF64::absent(),
             next_renewal: AtomicF64::absent(),
             consecutive_failures: AtomicU64::new(0),
+            last_failure: AtomicU8::new(0),
             duration_buckets: Default::default(),
             duration_count: AtomicU64::new(0),
             duration_sum: AtomicF64(AtomicU64::new(0f64.to_bits())),
@@ -238,6 +244,7 @@ impl TokenState {
         self.consecutive_failures.fetch_add(1, Relaxed);
         self.count(Outcome::Failure);
         self.failures[reason.index()].fetch_add(1, Relaxed);
+        self.last_failure.store(reason.index() as u8 + 1, Relaxed);
     }
 
     /// The token is known good again (renewed, or a new token looked up): alerts keyed on
@@ -313,6 +320,9 @@ impl TokenState {
             last_renewal: self.last_renewal.get(),
             next_renewal: self.next_renewal.get(),
             consecutive_failures: self.consecutive_failures.load(Relaxed),
+            last_failure: (self.last_failure.load(Relaxed) as usize)
+                .checked_sub(1)
+                .and_then(|i| Reason::ALL.get(i).copied()),
             duration_buckets,
             duration_count: self.duration_count.load(Relaxed),
             duration_sum: self.duration_sum.get().unwrap_or(0.0),
@@ -378,6 +388,7 @@ mod tests {
         assert_eq!(s.status, TokenStatus::Unknown);
         assert_eq!(s.renewals, [0; 3]);
         assert_eq!(s.failures, [0; 10]);
+        assert_eq!(s.last_failure, None);
         assert!(!s.renewing && !s.renewable && !s.capped);
         assert_eq!(
             (s.expiry, s.last_renewal, s.next_renewal),
@@ -395,10 +406,18 @@ mod tests {
         assert_eq!(s.failures[Reason::Sealed.index()], 2);
         assert_eq!(s.failures.iter().sum::<u64>(), 2);
         assert_eq!(s.consecutive_failures, 2);
+        assert_eq!(s.last_failure, Some(Reason::Sealed));
+        state.count_failure(Reason::Timeout);
+        assert_eq!(state.snapshot().last_failure, Some(Reason::Timeout));
         state.reset_consecutive_failures();
         let s = state.snapshot();
         assert_eq!(s.consecutive_failures, 0);
-        assert_eq!(s.renewals[Outcome::Failure as usize], 2, "counters stay");
+        assert_eq!(
+            s.last_failure,
+            Some(Reason::Timeout),
+            "kept after a success"
+        );
+        assert_eq!(s.renewals[Outcome::Failure as usize], 3, "counters stay");
     }
 
     #[test]

@@ -21,6 +21,8 @@ struct Slot<T> {
     generation: u64,
     /// The last result, while its renderer still holds it (nothing is kept for later).
     last: Weak<T>,
+    /// Callers waiting for the render under way.
+    waiting: usize,
 }
 
 impl<T> Default for Coalesce<T> {
@@ -30,6 +32,7 @@ impl<T> Default for Coalesce<T> {
                 running: false,
                 generation: 0,
                 last: Weak::new(),
+                waiting: 0,
             }),
             finished: Condvar::new(),
         }
@@ -42,9 +45,11 @@ impl<T> Coalesce<T> {
         let mut slot = self.lock();
         if slot.running {
             let seen = slot.generation;
+            slot.waiting += 1;
             while slot.generation == seen {
                 slot = self.finished.wait(slot).unwrap_or_else(|e| e.into_inner());
             }
+            slot.waiting -= 1;
             // Gone only if the render panicked or its scrape is already sent: render anew.
             if let Some(shared) = slot.last.upgrade() {
                 return shared;
@@ -61,6 +66,12 @@ impl<T> Coalesce<T> {
         done.result = Arc::downgrade(&result);
         drop(done);
         result
+    }
+
+    /// Callers waiting for the render under way.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.lock().waiting
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot<T>> {
@@ -90,34 +101,48 @@ mod tests {
     use std::sync::Barrier;
     use std::time::Duration;
 
+    /// Waits (bounded) until `n` callers wait for the render under way.
+    fn until_waiting<T>(coalesce: &Coalesce<T>, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while coalesce.waiting() < n {
+            assert!(std::time::Instant::now() < deadline, "callers never waited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn callers_during_a_render_share_it_and_later_callers_render_anew() {
         let coalesce = Arc::new(Coalesce::default());
         let renders = Arc::new(AtomicUsize::new(0));
-        let start = Arc::new(Barrier::new(4));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let (coalesce, renders, start) = (coalesce.clone(), renders.clone(), start.clone());
-                std::thread::spawn(move || {
-                    start.wait();
-                    coalesce.get(|| {
-                        std::thread::sleep(Duration::from_millis(300));
-                        renders.fetch_add(1, Ordering::SeqCst)
-                    })
+        let first = {
+            let (coalesce, renders) = (coalesce.clone(), renders.clone());
+            let waited_for = coalesce.clone();
+            std::thread::spawn(move || {
+                coalesce.get(|| {
+                    // Finishes only once the three others wait for it.
+                    until_waiting(&waited_for, 3);
+                    renders.fetch_add(1, Ordering::SeqCst)
                 })
             })
+        };
+        // The others start once the first render is under way.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !coalesce.lock().running {
+            assert!(std::time::Instant::now() < deadline, "no render started");
+            std::thread::yield_now();
+        }
+        let others: Vec<_> = (0..3)
+            .map(|_| {
+                let (coalesce, renders) = (coalesce.clone(), renders.clone());
+                std::thread::spawn(move || coalesce.get(|| renders.fetch_add(1, Ordering::SeqCst)))
+            })
             .collect();
-        let results: Vec<usize> = threads.into_iter().map(|t| *t.join().unwrap()).collect();
-        // The three that came during the first render share it. (A thread delayed past
-        // the whole first render would start a second: allowed, and very unlikely in
-        // 300 ms.)
-        assert!(renders.load(Ordering::SeqCst) <= 2, "{results:?}");
-        assert!(
-            results.iter().filter(|r| **r == 0).count() >= 3,
-            "{results:?}"
-        );
+        let shared: Vec<usize> = others.into_iter().map(|t| *t.join().unwrap()).collect();
+        assert_eq!(*first.join().unwrap(), 0);
+        assert_eq!(shared, [0, 0, 0], "all three got the first render");
+        assert_eq!(renders.load(Ordering::SeqCst), 1);
         let later = coalesce.get(|| renders.fetch_add(1, Ordering::SeqCst));
-        assert!(*later >= 1, "nothing is served from an old render");
+        assert_eq!(*later, 1, "nothing is served from an old render");
     }
 
     #[test]

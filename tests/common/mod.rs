@@ -439,6 +439,19 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String)
     )
 }
 
+/// The path the `vault` collector polls, unauthenticated, on every configured Vault.
+pub const HEALTH_PATH: &str = "/v1/sys/health";
+
+/// The requests `vault` received about tokens: all but the `vault` collector's
+/// unauthenticated `sys/health` polls.
+pub fn token_requests(vault: &vault_double::VaultDouble) -> Vec<vault_double::RequestRecord> {
+    vault
+        .requests()
+        .into_iter()
+        .filter(|r| r.path != HEALTH_PATH)
+        .collect()
+}
+
 /// A config entry for one token in a token file.
 pub fn file_entry(name: &str, address: &str, token_file: &Path, extra: &str) -> String {
     format!(
