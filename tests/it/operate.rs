@@ -4,7 +4,7 @@
 //! The real binary against the Vault double; systemd-analyze and kubectl from Debian's
 //! `systemd` and `kubernetes-client` packages (`.ci/run` installs them).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -852,8 +852,7 @@ fn the_prometheusrule_carries_exactly_the_rules_file() {
     let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(&rules_text).unwrap();
     let file: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
-    let hint =
-        "regenerate with VTE_WRITE_PROMETHEUSRULE=1 cargo test --test operate prometheusrule";
+    let hint = "regenerate with VTE_WRITE_PROMETHEUSRULE=1 cargo test --test it prometheusrule";
     assert_eq!(file["spec"]["groups"], rules["groups"], "{hint}");
     // And what kustomize renders is that file.
     let docs = rendered_manifests();

@@ -7,7 +7,7 @@
 //! Without `chromium` the test fails under CI (`CI=true`, as `.ci/run` sets it), and skips
 //! with a message elsewhere.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! panicking handler, a flood of connections. Other scrapes keep answering in time and the
 //! thread count stays bounded (`/proc/PID/status`, `Threads:`).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -6,8 +6,8 @@
 //! live 2 to 25 s so that renewal points, retries and expiries happen within a test.
 //! Token files use the harness' `file_entry`: timeout 1 s, max_backoff 2 s.
 
-mod common;
-mod fault_support;
+use crate::common;
+use crate::fault_support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};

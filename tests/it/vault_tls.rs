@@ -4,8 +4,8 @@
 //! One exporter watches one token per case, each with its own `tls` block, so every case
 //! is told apart by its `vault` label and by the requests the double saw with its token.
 
-mod common;
-mod fault_support;
+use crate::common;
+use crate::fault_support;
 
 use std::path::Path;
 use std::time::Duration;

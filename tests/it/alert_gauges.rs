@@ -4,7 +4,7 @@
 //! as soon as the cause is fixed so that alerts clear), and of use-limited tokens, which
 //! are never renewed.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -3,7 +3,7 @@
 //! at its `health_interval`, never at scrape time; `--no-collector.vault` polls nothing;
 //! a reload starts and stops pollers with the Vaults it adds and removes.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

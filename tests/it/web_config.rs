@@ -2,7 +2,7 @@
 //! with every client-auth type, certificate rotation, and start-up errors (exit 2).
 //! Certificates are made at test time with the `openssl` CLI; the TLS client is rustls.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,7 +1,7 @@
 //! Black-box tests of the command line, the config file, env mode, the HTTP endpoints,
 //! collectors switching and signals: the real binary, exit codes and messages.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -4,7 +4,7 @@
 //!
 //! Assertion messages here never print a token: they name where it leaked.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -6,7 +6,7 @@
 //! else the test build. TTLs are a few seconds, so each test runs in well under a minute;
 //! the tests run in parallel, each with its own server.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

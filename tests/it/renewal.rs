@@ -3,7 +3,7 @@
 //! Leases are a few seconds long so that every behaviour (renewal at TTL/2, retries,
 //! capping, expiry) happens within seconds.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
