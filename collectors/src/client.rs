@@ -455,26 +455,7 @@ fn read_answer(response: ureq::Response, token: &Token) -> Result<Answer, VaultE
     let retry_after = response
         .header("Retry-After")
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(length) = response
-        .header("Content-Length")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        if length > MAX_BODY {
-            return Err(VaultError::BadResponse("body over 1 MiB".into()));
-        }
-    }
-    let mut body = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => VaultError::Timeout,
-            _ => VaultError::Network(format!("reading the answer: {}", e.kind())),
-        })?;
-    if body.len() as u64 > MAX_BODY {
-        return Err(VaultError::BadResponse("body over 1 MiB".into()));
-    }
+    let body = read_body(response)?;
     if status == 200 {
         return Ok(Answer {
             status,
@@ -483,6 +464,31 @@ fn read_answer(response: ureq::Response, token: &Token) -> Result<Answer, VaultE
         });
     }
     Err(status_error(status, &body, retry_after, token))
+}
+
+/// Reads a whole answer body, refusing one over [`MAX_BODY`] (also by its announced length)
+/// and bounding the read by the request's timeout (a slow-loris body is a timeout).
+pub(crate) fn read_body(response: ureq::Response) -> Result<Vec<u8>, VaultError> {
+    let too_big = || VaultError::BadResponse("body over 1 MiB".into());
+    let announced = response
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_BODY) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_BODY + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => VaultError::Timeout,
+            kind => VaultError::Network(format!("reading the answer: {kind}")),
+        })?;
+    if body.len() as u64 > MAX_BODY {
+        return Err(too_big());
+    }
+    Ok(body)
 }
 
 /// Maps a non-200 answer to its error, by status and Vault's error text.
