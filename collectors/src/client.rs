@@ -447,6 +447,24 @@ fn resolve_redirect(from: &str, location: &str) -> Result<String, VaultError> {
     Ok(target)
 }
 
+/// The body of a Vault answer, refused past [`MAX_BODY`] (a read timeout is
+/// [`VaultError::Timeout`]). Shared by the token calls and the health poller.
+pub(crate) fn read_body(response: ureq::Response) -> Result<Vec<u8>, VaultError> {
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_BODY + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => VaultError::Timeout,
+            kind => VaultError::Network(format!("reading the answer: {kind}")),
+        })?;
+    if body.len() as u64 > MAX_BODY {
+        return Err(VaultError::BadResponse("body over 1 MiB".into()));
+    }
+    Ok(body)
+}
+
 fn read_answer(response: ureq::Response, token: &Token) -> Result<Answer, VaultError> {
     let status = response.status();
     let retry_after = response
@@ -460,18 +478,7 @@ fn read_answer(response: ureq::Response, token: &Token) -> Result<Answer, VaultE
             return Err(VaultError::BadResponse("body over 1 MiB".into()));
         }
     }
-    let mut body = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => VaultError::Timeout,
-            _ => VaultError::Network(format!("reading the answer: {}", e.kind())),
-        })?;
-    if body.len() as u64 > MAX_BODY {
-        return Err(VaultError::BadResponse("body over 1 MiB".into()));
-    }
+    let body = read_body(response)?;
     if status == 200 {
         return Ok(Answer {
             status,

@@ -10,14 +10,13 @@
 //! settings) every `health_interval` and writes a [`HealthState`]; the collector reads the
 //! states at scrape time, once for every configured `vault` name that points there.
 
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use crate::client::{transport_error, MAX_BODY};
+use crate::client::{read_body, transport_error};
 use crate::clock::unix_now;
 use crate::collect::{Collect, CollectError};
 use crate::error::VaultError;
@@ -103,18 +102,7 @@ pub fn check(target: &HealthTarget) -> Result<(HealthReport, f64), VaultError> {
         Err(ureq::Error::Transport(t)) => return Err(transport_error(&t)),
     };
     let status = response.status();
-    let mut body = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => VaultError::Timeout,
-            kind => VaultError::Network(format!("reading the answer: {kind}")),
-        })?;
-    if body.len() as u64 > MAX_BODY {
-        return Err(VaultError::BadResponse("body over 1 MiB".into()));
-    }
+    let body = read_body(response)?;
     let midpoint = sent_at + started.elapsed().as_secs_f64() / 2.0;
     match parse_health(&body) {
         Ok(report) => Ok((report, midpoint)),
