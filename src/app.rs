@@ -139,7 +139,7 @@ impl Workers {
     /// No workers yet; starts the file watcher. With `health` (the `vault` collector on),
     /// [`Workers::apply`] also runs the health pollers and publishes them there.
     pub fn new(tokens: TokenSet, health: Option<HealthSet>) -> std::io::Result<Workers> {
-        limit_malloc_arenas();
+        crate::sys::tune_malloc(MALLOC_ARENAS, MALLOC_MMAP_THRESHOLD);
         Ok(Workers {
             clock: Arc::new(SystemClock::default()),
             watcher: collectors::watch::spawn_file_watcher(Vec::new())?,
@@ -382,7 +382,7 @@ fn spawn(worker: Worker) -> std::io::Result<()> {
         .name("renew".into())
         .stack_size(WORKER_STACK)
         .spawn(move || {
-            let stack = stack::ThreadStack::current();
+            let stack = crate::sys::ThreadStack::current();
             worker.run(RELEASE_AFTER, || {
                 if let Some(stack) = &stack {
                     stack.release_unused();
@@ -390,81 +390,6 @@ fn spawn(worker: Worker) -> std::io::Result<()> {
             });
         })?;
     Ok(())
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets tunables of glibc's allocator; any value is valid.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {
-    let _ = (MALLOC_ARENAS, MALLOC_MMAP_THRESHOLD);
-}
-
-#[cfg(target_os = "linux")]
-mod stack {
-    /// The usable stack of the current thread.
-    pub struct ThreadStack {
-        /// Lowest usable address (above the guard page).
-        low: usize,
-    }
-
-    /// Kept below the current frame: the madvise call's own frame and the red zone (128
-    /// bytes on x86-64) need far less.
-    const MARGIN: usize = 1024;
-
-    impl ThreadStack {
-        pub fn current() -> Option<ThreadStack> {
-            // SAFETY: the attribute object is initialised by pthread_getattr_np before
-            // it is read, and destroyed once; the out-pointers are valid locals.
-            unsafe {
-                let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-                if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-                    return None;
-                }
-                let mut addr: *mut libc::c_void = std::ptr::null_mut();
-                let mut size: libc::size_t = 0;
-                let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
-                libc::pthread_attr_destroy(&mut attr);
-                ok.then_some(ThreadStack { low: addr as usize })
-            }
-        }
-
-        /// Drops the pages between the bottom of the stack and a margin below the
-        /// current frame; they come back zeroed if a deeper call needs them again.
-        #[inline(never)]
-        pub fn release_unused(&self) {
-            let here = 0u8;
-            let sp = std::hint::black_box(&here) as *const u8 as usize;
-            let page = 4096;
-            let end = sp.saturating_sub(MARGIN) & !(page - 1);
-            let start = (self.low + page - 1) & !(page - 1);
-            if end > start {
-                // SAFETY: [start, end) lies in this thread's own stack, below every live
-                // frame (the stack grows down from above `sp`); the kernel zero-fills the
-                // pages again on the next touch. MADV_DONTNEED changes no mapping.
-                unsafe {
-                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-mod stack {
-    pub struct ThreadStack;
-    impl ThreadStack {
-        pub fn current() -> Option<ThreadStack> {
-            None
-        }
-        pub fn release_unused(&self) {}
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,10 @@
 //! when each will die. This crate is the shell (flags, config, HTTP, signals); the engine
 //! (Vault client, workers, collectors) is the `collectors` crate.
 
+// No `unsafe` outside `sys`, the one module of platform calls (each with its SAFETY
+// comment). `deny`, not `forbid`: `forbid` could not be lifted for that module.
+#![deny(unsafe_code)]
+
 pub mod app;
 pub mod check;
 pub mod cli;
@@ -29,3 +33,5 @@ pub mod logging;
 pub mod reload;
 pub mod signals;
 pub mod status_page;
+#[allow(unsafe_code)]
+mod sys;

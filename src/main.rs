@@ -1,6 +1,8 @@
 //! vault-token-exporter: keeps HashiCorp Vault tokens alive and tells Prometheus when each
 //! will die.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};

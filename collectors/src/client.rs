@@ -8,21 +8,22 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::pem;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::error::VaultError;
 use crate::parse::{parse_error_messages, parse_lookup, parse_renewal, Lookup, Renewal};
 use crate::proxy::ProxyEnv;
 use crate::secret::Token;
+use crate::tls;
 
 /// Largest body we read; Vault's token answers are a few KiB.
 pub const MAX_BODY: u64 = 1024 * 1024;
@@ -133,26 +134,18 @@ impl Agents {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            TlsConfigError(format!(
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    tls::read_pem_file(path)
+        .and_then(|pem| tls::pem_certificates(&pem))
+        .map_err(|e| match e {
+            pem::Error::NoItemsFound => {
+                TlsConfigError(format!("no PEM certificate in {}", path.display()))
+            }
+            e => TlsConfigError(format!(
                 "cannot read certificates from {}: {e}",
                 path.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(TlsConfigError(format!(
-            "no PEM certificate in {}",
-            path.display()
-        )));
-    }
-    Ok(certs)
+            )),
+        })
 }
 
 fn root_store(tls: &TlsSettings) -> Result<RootCertStore, TlsConfigError> {
@@ -197,16 +190,18 @@ fn root_store(tls: &TlsSettings) -> Result<RootCertStore, TlsConfigError> {
 
 /// The rustls client configuration for one TLS setting.
 pub fn tls_client_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, TlsConfigError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError(format!("tls setup: {e}")))?;
     let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
-        Arc::new(NoVerification(provider()))
+        Arc::new(NoVerification(tls::crypto_provider()))
     } else {
-        let webpki =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(tls)?), provider())
-                .build()
-                .map_err(|e| TlsConfigError(format!("tls setup: {e}")))?;
+        let webpki = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(root_store(tls)?),
+            tls::crypto_provider(),
+        )
+        .build()
+        .map_err(|e| TlsConfigError(format!("tls setup: {e}")))?;
         match &tls.server_name {
             Some(name) => Arc::new(NamedVerifier {
                 inner: webpki,
@@ -221,12 +216,14 @@ pub fn tls_client_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, TlsC
         .with_custom_certificate_verifier(verifier);
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
-            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                TlsConfigError(format!(
-                    "cannot read private key from {}: {e}",
-                    key.display()
-                ))
-            })?;
+            let key_der = tls::read_pem_file(key)
+                .and_then(|pem| tls::pem_private_key(&pem))
+                .map_err(|e| {
+                    TlsConfigError(format!(
+                        "cannot read private key from {}: {e}",
+                        key.display()
+                    ))
+                })?;
             builder
                 .with_client_auth_cert(read_certs(cert)?, key_der)
                 .map_err(|e| {

@@ -22,6 +22,7 @@ pub mod schedule;
 pub mod secret;
 pub mod source;
 pub mod state;
+pub mod tls;
 pub mod token_collector;
 pub mod watch;
 pub mod worker;

@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use collectors::tls;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -279,29 +280,22 @@ impl Pem {
 
     fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, String> {
         let bytes = self.bytes()?;
-        let certs = CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: invalid PEM: {e}", self.describe()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no PEM certificate in it", self.describe()));
-        }
-        Ok(certs)
+        tls::pem_certificates(&bytes).map_err(|e| match e {
+            pem::Error::NoItemsFound => format!("{}: no PEM certificate in it", self.describe()),
+            e => format!("{}: invalid PEM: {e}", self.describe()),
+        })
     }
 
     fn private_key(&self) -> Result<PrivateKeyDer<'static>, String> {
         let bytes = self.bytes()?;
-        PrivateKeyDer::from_pem_slice(&bytes)
+        tls::pem_private_key(&bytes)
             .map_err(|e| format!("{}: no usable PEM private key: {e}", self.describe()))
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// Builds the rustls server configuration of a `tls_server_config`.
 fn server_config(tls: &TlsServerConfig, dir: &Path) -> Result<Arc<ServerConfig>, String> {
-    let provider = provider();
+    let provider = tls::crypto_provider();
     let cert = Pem::of(&tls.cert, &tls.cert_file, ("cert", "cert_file"), dir)
         .ok_or("tls_server_config: cert_file (or cert) is required")?;
     let key = Pem::of(&tls.key, &tls.key_file, ("key", "key_file"), dir)
