@@ -15,14 +15,15 @@
 //! do not skip) when it is missing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
+
+use crate::common::{temp_dir, Exporter};
 
 const DASHBOARD: &str = "dashboards/vault-token-exporter.json";
 const RULES: &str = "dashboards/vault-token-exporter.rules.yml";
@@ -449,90 +450,14 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// The exporter binary, killed on drop; its stderr is kept for diagnostics.
-struct Exporter {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
+/// The exporter in `--demo`, through the shared harness.
+fn demo_exporter() -> Exporter {
+    Exporter::start_in(temp_dir("dashboards-demo"), &["--demo".to_string()], &[])
 }
 
-impl Exporter {
-    fn start(args: &[&str]) -> Exporter {
-        let bin = env!("CARGO_BIN_EXE_vault-token-exporter");
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = listening_addr(&line) {
-                        return Exporter { child, addr, log };
-                    }
-                }
-                Err(e) => {
-                    let why = match e {
-                        mpsc::RecvTimeoutError::Timeout => "within 20 s",
-                        mpsc::RecvTimeoutError::Disconnected => "before closing its stderr",
-                    };
-                    std::thread::sleep(Duration::from_millis(100));
-                    let status = child.try_wait();
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "{bin} {args:?} printed no `listening on ADDR` line {why} \
-                         (exit status {status:?}); stderr:\n{}",
-                        log.lock().unwrap().join("\n")
-                    );
-                }
-            }
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `ADDR` from a log line containing `listening on ADDR` (ADDR may be
-/// written as a URL or quoted).
-fn listening_addr(line: &str) -> Option<String> {
-    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    let token = rest.split_whitespace().next()?;
-    let token = token.trim_matches(|c: char| c == '"' || c == '\'' || c == ',' || c == ')');
-    let token = token
-        .strip_prefix("http://")
-        .or_else(|| token.strip_prefix("https://"))
-        .unwrap_or(token);
-    let addr = token.split('/').next()?;
-    addr.contains(':').then(|| addr.to_string())
+/// The exporter's `/metrics` URL.
+fn metrics_url(exporter: &Exporter) -> String {
+    format!("http://{}/metrics", exporter.addr)
 }
 
 fn http_get(url: &str) -> String {
@@ -597,14 +522,6 @@ fn promql_metric_name_extraction() {
         Some("vault_token_state")
     );
     assert_eq!(grafana_variable_promql("label_values(job)"), None);
-    assert_eq!(
-        listening_addr("INFO  vault_token_exporter] listening on 127.0.0.1:41234").as_deref(),
-        Some("127.0.0.1:41234")
-    );
-    assert_eq!(
-        listening_addr("listening on http://127.0.0.1:9846/metrics").as_deref(),
-        Some("127.0.0.1:9846")
-    );
     let words = metric_words(
         "see vault_token_ttl_seconds{x} and vault_token_* or process_cpu_seconds_total.",
     );
@@ -1255,10 +1172,10 @@ fn every_metric_used_is_exposed_by_the_exporter() {
         "only {} names found: {used:?}",
         used.len()
     );
-    let exporter = Exporter::start(&["--demo", "--web.listen-address=127.0.0.1:0"]);
+    let exporter = demo_exporter();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let body = http_get(&exporter.url("/metrics"));
+        let body = http_get(&metrics_url(&exporter));
         let exposed = exposed_metric_names(&body);
         let missing: Vec<String> = used
             .iter()
@@ -1290,12 +1207,12 @@ fn every_metric_used_is_exposed_by_the_exporter() {
 #[test]
 fn promtool_check_metrics_is_clean_on_a_real_scrape() {
     let promtool = promtool();
-    let exporter = Exporter::start(&["--demo", "--web.listen-address=127.0.0.1:0"]);
+    let exporter = demo_exporter();
     // Let the demo tokens be looked up and renewed once, so the scrape has
     // every family with samples (histograms, timestamps, info).
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = loop {
-        let body = http_get(&exporter.url("/metrics"));
+        let body = http_get(&metrics_url(&exporter));
         let names = exposed_metric_names(&body);
         if names.contains("vault_token_renewal_duration_seconds_bucket")
             && names.contains("vault_token_info")
