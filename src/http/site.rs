@@ -261,10 +261,7 @@ fn text(status: u16, body: &str) -> ResponseBox {
 }
 
 fn landing_page(telemetry_path: &str) -> String {
-    let path = telemetry_path
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('"', "&quot;");
+    let path = crate::status_page::escape(telemetry_path);
     format!(
         "<!DOCTYPE html>\n<html>\n<head><title>Vault Token Exporter</title></head>\n<body>\n\
          <h1>Vault Token Exporter</h1>\n<p>Keeps Vault tokens alive and reports when they will die.</p>\n\

@@ -16,14 +16,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
-use crate::common::{temp_dir, Exporter};
+use crate::common::{find_in_path, repo, temp_dir, Exporter, TempDir};
 
 const DASHBOARD: &str = "dashboards/vault-token-exporter.json";
 const RULES: &str = "dashboards/vault-token-exporter.rules.yml";
@@ -40,10 +40,6 @@ const GRAFANA_DS_PLACEHOLDER: &str = "${VAULT_TOKEN_EXPORTER_PROMETHEUS_UID}";
 // ---------------------------------------------------------------------------
 // Files
 // ---------------------------------------------------------------------------
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn read(rel: &str) -> String {
     let path = repo().join(rel);
@@ -64,30 +60,6 @@ fn seq(v: &Yaml) -> &[Yaml] {
 
 fn ystr<'a>(v: &'a Yaml, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Yaml::as_str)
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("vte-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -421,13 +393,6 @@ fn used_metric_names() -> BTreeMap<String, BTreeSet<String>> {
 // ---------------------------------------------------------------------------
 // Tools and the exporter
 // ---------------------------------------------------------------------------
-
-fn find_in_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-}
 
 fn promtool() -> PathBuf {
     find_in_path("promtool").unwrap_or_else(|| {

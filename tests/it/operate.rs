@@ -20,10 +20,6 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn count(double: &VaultDouble, token: &str, path: &str) -> usize {
     double
         .requests_for(token)
@@ -633,14 +629,6 @@ fn license_and_changelog_ship_with_the_source() {
         changelog.contains(&format!("## {}", env!("CARGO_PKG_VERSION"))),
         "the current version has an entry"
     );
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
 }
 
 fn tool(name: &str, package: &str) -> PathBuf {
