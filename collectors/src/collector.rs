@@ -141,9 +141,9 @@ impl Collectors {
     /// One scrape in the text format, families in name order: the same bytes as the
     /// prometheus `TextEncoder` writes for `Registry::gather` of these collectors, written
     /// without building the intermediate protobuf structures (a 1000-token scrape is
-    /// tens of thousands of series). `size_hint`: bytes to allocate up front.
-    pub fn write_text(&self, size_hint: usize) -> crate::family::OrderedText {
-        let mut out = TextOut::with_capacity(size_hint);
+    /// tens of thousands of series).
+    pub fn write_text(&self) -> crate::family::OrderedText {
+        let mut out = TextOut::default();
         let mut outcomes = Vec::with_capacity(self.enabled.len());
         for (name, collector) in &self.enabled {
             let started = Instant::now();
@@ -264,7 +264,7 @@ mod tests {
     }
 
     fn direct(collectors: &Collectors) -> String {
-        String::from_utf8(collectors.write_text(0).into_vec()).unwrap()
+        String::from_utf8(collectors.write_text().into_vec()).unwrap()
     }
 
     #[test]
@@ -319,13 +319,13 @@ mod tests {
         token.set_info(crate::state::TokenInfo::default());
         let ctx = CollectorContext::new(vec![token]);
         let every: Vec<&str> = COLLECTORS.iter().map(|c| c.name).collect();
-        let text = Collectors::new(&ctx, &every).write_text(0);
+        let text = Collectors::new(&ctx, &every).write_text();
         assert_eq!(text.clashes(), [] as [String; 0]);
         let twice = Collectors::from_parts(vec![
             ("exporter", exporter_info() as Box<dyn Collect>),
             ("again", exporter_info()),
         ]);
-        let text = twice.write_text(0);
+        let text = twice.write_text();
         assert!(text
             .clashes()
             .contains(&"vault_token_exporter_build_info".to_owned()));

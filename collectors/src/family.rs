@@ -2,6 +2,8 @@
 //! registry, and the text format written directly for the scrape path ([`TextOut`]).
 
 use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use prometheus::core::Desc;
 use prometheus::proto::{
@@ -102,9 +104,11 @@ pub struct TextOut {
     families: Vec<TextFamily>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct TextFamily {
     name: Cow<'static, str>,
+    /// Where its bytes are: a [`FrozenText`]'s buffer, else the output's own.
+    frozen: Option<Arc<[u8]>>,
     /// Where its `# HELP` line starts.
     start: usize,
     /// Where its first series starts.
@@ -191,6 +195,7 @@ impl TextOut {
         }
         self.families.push(TextFamily {
             name: Cow::Owned(family.name().to_owned()),
+            frozen: None,
             start,
             series,
             end: self.buf.len(),
@@ -209,12 +214,35 @@ impl TextOut {
         self.families.truncate(mark.1);
     }
 
+    /// The text written so far, made shareable: [`TextOut::push_frozen`] adds its
+    /// families to later outputs without writing or copying them again.
+    pub fn freeze(self) -> FrozenText {
+        let buf: Arc<[u8]> = Arc::from(self.buf);
+        let families = self
+            .families
+            .into_iter()
+            .map(|f| TextFamily {
+                frozen: Some(buf.clone()),
+                ..f
+            })
+            .collect();
+        FrozenText {
+            bytes: buf.len(),
+            families,
+        }
+    }
+
+    /// Adds the families of `frozen`, shared, not copied.
+    pub fn push_frozen(&mut self, frozen: &FrozenText) {
+        self.families.extend(frozen.families.iter().cloned());
+    }
+
     /// The families in name order, as `Registry::gather` returns them. A family written
     /// more than once (by two collectors) is a clash: its series follow one another under
     /// the first header, as `gather` merges them, and [`OrderedText::clashes`] names it.
     pub fn into_ordered(mut self) -> OrderedText {
         self.families.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut pieces: Vec<std::ops::Range<usize>> = Vec::with_capacity(self.families.len());
+        let mut pieces: Vec<Piece> = Vec::with_capacity(self.families.len());
         let mut clashes: Vec<String> = Vec::new();
         let mut previous: Option<&str> = None;
         for f in &self.families {
@@ -228,19 +256,79 @@ impl TextOut {
             };
             previous = Some(f.name.as_ref());
             match pieces.last_mut() {
-                Some(last) if last.end == from => last.end = f.end,
-                _ => pieces.push(from..f.end),
+                Some(last) if last.range.end == from && same_buffer(&last.frozen, &f.frozen) => {
+                    last.range.end = f.end
+                }
+                _ => pieces.push(Piece {
+                    frozen: f.frozen.clone(),
+                    range: from..f.end,
+                }),
             }
         }
-        let len = pieces.iter().map(|r| r.len()).sum();
+        let len = pieces.iter().map(|p| p.range.len()).sum();
         OrderedText {
             buf: self.buf,
             pieces,
-            piece: 0,
-            pos: 0,
             len,
             clashes,
         }
+    }
+}
+
+fn same_buffer(a: &Option<Arc<[u8]>>, b: &Option<Arc<[u8]>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+/// Families written once and shared by the scrapes that follow (see [`TextCache`]).
+#[derive(Debug)]
+pub struct FrozenText {
+    bytes: usize,
+    families: Vec<TextFamily>,
+}
+
+/// A collector's text, kept while what it was written from stays the same: scrapes
+/// between two changes (a crowd of scrapers, an HA pair) share one rendering instead
+/// of writing megabytes each.
+#[derive(Debug)]
+pub struct TextCache<K> {
+    last: Mutex<Option<(K, FrozenText)>>,
+}
+
+impl<K> Default for TextCache<K> {
+    fn default() -> Self {
+        TextCache {
+            last: Mutex::new(None),
+        }
+    }
+}
+
+impl<K: PartialEq> TextCache<K> {
+    /// Adds to `out` the text `write` writes for `key`: the kept one if it was written
+    /// for an equal key, else a new one, kept for the next scrape. `key` must hold
+    /// everything the text is written from. On error nothing is added or kept.
+    pub fn write<E>(
+        &self,
+        key: K,
+        out: &mut TextOut,
+        write: impl FnOnce(&K, &mut TextOut) -> Result<(), E>,
+    ) -> Result<(), E> {
+        // A panic in `write` leaves the last text and key as they were.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = match &*last {
+            Some((kept_key, text)) if *kept_key == key => text,
+            _ => {
+                let size = last.as_ref().map_or(0, |(_, text)| text.bytes);
+                let mut fresh = TextOut::with_capacity(size);
+                write(&key, &mut fresh)?;
+                &last.insert((key, fresh.freeze())).1
+            }
+        };
+        out.push_frozen(kept);
+        Ok(())
     }
 }
 
@@ -259,6 +347,33 @@ pub struct FamilyText<'a> {
 }
 
 impl FamilyText<'_> {
+    /// The writer of this family's series.
+    pub fn lines(&mut self) -> Lines<'_> {
+        Lines {
+            name: self.name.as_deref().unwrap_or_default(),
+            buf: &mut self.out.buf,
+        }
+    }
+
+    /// One series: `labels` in order, then `value`.
+    pub fn series(&mut self, labels: &[&Label], value: f64) {
+        self.lines().series(labels, value)
+    }
+
+    /// One series whose last labels are only known now (escaped as they are written).
+    pub fn series_with(&mut self, labels: &[&Label], more: &[(&str, &str)], value: f64) {
+        self.lines().series_with(labels, more, value)
+    }
+}
+
+/// Writes the series lines of one family (see [`FamilyText::lines`]).
+#[derive(Debug)]
+pub struct Lines<'a> {
+    name: &'a str,
+    buf: &'a mut Vec<u8>,
+}
+
+impl Lines<'_> {
     /// One series: `labels` in order, then `value`.
     pub fn series(&mut self, labels: &[&Label], value: f64) {
         self.line("", labels, &[], None, value);
@@ -297,9 +412,8 @@ impl FamilyText<'_> {
         last: Option<&Label>,
         value: f64,
     ) {
-        let name = self.name.as_deref().unwrap_or_default();
-        let buf = &mut self.out.buf;
-        buf.extend_from_slice(name.as_bytes());
+        let buf = &mut *self.buf;
+        buf.extend_from_slice(self.name.as_bytes());
         buf.extend_from_slice(suffix.as_bytes());
         let mut separator = b'{';
         for label in labels.iter().copied() {
@@ -336,6 +450,7 @@ impl Drop for FamilyText<'_> {
         }
         out.families.push(TextFamily {
             name,
+            frozen: None,
             start: self.start,
             series: self.series,
             end: out.buf.len(),
@@ -393,16 +508,21 @@ fn write_pair(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'"');
 }
 
-/// A scrape's text in family order, readable without copying it into one buffer first.
+/// A scrape's text in family order: pieces of its own buffer and of frozen ones, sent
+/// without copying them into one buffer first.
 #[derive(Debug)]
 pub struct OrderedText {
     buf: Vec<u8>,
-    pieces: Vec<std::ops::Range<usize>>,
-    piece: usize,
-    /// Offset in the current piece.
-    pos: usize,
+    pieces: Vec<Piece>,
     len: usize,
     clashes: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Piece {
+    /// `None`: the text's own buffer.
+    frozen: Option<Arc<[u8]>>,
+    range: Range<usize>,
 }
 
 impl OrderedText {
@@ -420,37 +540,25 @@ impl OrderedText {
         &self.clashes
     }
 
+    /// The text, piece by piece, in order.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.pieces.len()).filter_map(|i| self.piece(i))
+    }
+
+    /// The `i`-th piece of [`OrderedText::pieces`].
+    pub fn piece(&self, i: usize) -> Option<&[u8]> {
+        let p = self.pieces.get(i)?;
+        let buf = p.frozen.as_deref().unwrap_or(&self.buf);
+        Some(&buf[p.range.clone()])
+    }
+
     /// The whole text in one buffer.
     pub fn into_vec(self) -> Vec<u8> {
-        if self.pieces.len() == 1 && self.pieces[0] == (0..self.buf.len()) {
-            return self.buf;
-        }
         let mut out = Vec::with_capacity(self.len);
-        for r in &self.pieces {
-            out.extend_from_slice(&self.buf[r.clone()]);
+        for piece in self.pieces() {
+            out.extend_from_slice(piece);
         }
         out
-    }
-}
-
-impl std::io::Read for OrderedText {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let mut n = 0;
-        while n < out.len() {
-            let Some(range) = self.pieces.get(self.piece) else {
-                break;
-            };
-            let rest = &self.buf[range.start + self.pos..range.end];
-            let take = rest.len().min(out.len() - n);
-            out[n..n + take].copy_from_slice(&rest[..take]);
-            n += take;
-            self.pos += take;
-            if range.start + self.pos == range.end {
-                self.piece += 1;
-                self.pos = 0;
-            }
-        }
-        Ok(n)
     }
 }
 
@@ -530,7 +638,6 @@ fn write_value(out: &mut Vec<u8>, v: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     #[test]
     fn values_are_written_as_the_text_encoder_writes_them() {
@@ -589,16 +696,7 @@ mod tests {
         let ordered = out.into_ordered();
         assert_eq!(ordered.clashes(), ["b_total"], "written twice");
         let len = ordered.len();
-        let mut read = Vec::new();
-        let mut reader = ordered;
-        let mut chunk = [0u8; 7];
-        loop {
-            let n = reader.read(&mut chunk).unwrap();
-            if n == 0 {
-                break;
-            }
-            read.extend_from_slice(&chunk[..n]);
-        }
+        let read = ordered.into_vec();
         let expected = "# HELP a A.\n# TYPE a gauge\na{k=\"y\"} 0.5\na{k=\"z\"} 1\n\
                         # HELP b_total B.\n# TYPE b_total counter\nb_total{x=\"1\"} 2\nb_total{x=\"2\"} 3\n";
         assert_eq!(String::from_utf8(read).unwrap(), expected);
@@ -629,6 +727,43 @@ mod tests {
         pairs.mut_metric().push(counter(vec![label("k", "z")], 3.0));
         encoded.push_family(pairs).unwrap();
         assert_eq!(text(typed), text(encoded));
+    }
+
+    #[test]
+    fn a_kept_text_is_shared_until_its_key_changes() {
+        let cache = TextCache::default();
+        let writes = std::cell::Cell::new(0);
+        let scrape = |key: u32| {
+            let mut out = TextOut::default();
+            out.family("fresh", "F.", MetricType::GAUGE)
+                .series(&[], 1.0);
+            let kept = cache.write(key, &mut out, |key, kept| {
+                writes.set(writes.get() + 1);
+                kept.family("kept", "K.", MetricType::GAUGE)
+                    .series(&[], f64::from(*key));
+                Ok::<_, ()>(())
+            });
+            assert_eq!(kept, Ok(()));
+            String::from_utf8(out.into_ordered().into_vec()).unwrap()
+        };
+        let first = "# HELP fresh F.\n# TYPE fresh gauge\nfresh 1\n\
+                     # HELP kept K.\n# TYPE kept gauge\nkept 7\n";
+        assert_eq!(scrape(7), first);
+        assert_eq!(scrape(7), first);
+        assert_eq!(writes.get(), 1, "the same key: written once");
+        assert!(scrape(8).ends_with("kept 8\n"));
+        assert_eq!(writes.get(), 2, "a new key: written again");
+
+        let mut out = TextOut::default();
+        let failed = cache.write(9, &mut out, |_, kept| {
+            kept.family("half", "H.", MetricType::GAUGE)
+                .series(&[], 1.0);
+            Err("broken")
+        });
+        assert_eq!(failed, Err("broken"));
+        assert!(out.into_ordered().is_empty(), "nothing of a failed write");
+        assert!(scrape(8).ends_with("kept 8\n"), "the last text is kept");
+        assert_eq!(writes.get(), 2);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::client::{read_body, transport_error};
 use crate::clock::unix_now;
 use crate::collect::{Collect, CollectError};
 use crate::error::VaultError;
-use crate::family::{family, gauge, label};
+use crate::family::{family, gauge, label, TextCache, TextOut};
 use crate::state::{cap_label, AtomicF64};
 use crate::watch::Wakeup;
 
@@ -286,84 +286,118 @@ impl HealthSet {
 /// The `vault` collector: one set of `vault_health_*` series per configured vault name.
 pub struct HealthCollector {
     vaults: HealthSet,
+    text: TextCache<(SameSet, Vec<HealthSnapshot>)>,
 }
 
 impl HealthCollector {
     /// `vaults`: every configured `vault` name with the state of the Vault it points at.
     pub fn new(vaults: HealthSet) -> HealthCollector {
-        HealthCollector { vaults }
+        HealthCollector {
+            vaults,
+            text: TextCache::default(),
+        }
+    }
+}
+
+/// The families of `vaults` as `snapshots` (one per vault, in order) show them.
+fn families(vaults: &Vaults, snapshots: &[HealthSnapshot]) -> Vec<MetricFamily> {
+    let n = vaults.len();
+    let mut up = family(
+        "vault_health_up",
+        "1 if the Vault answered its last sys/health poll, 0 if not; absent before the first poll.",
+        MetricType::GAUGE,
+        n,
+    );
+    let mut sealed = family(
+        "vault_health_sealed",
+        "1 if the Vault is sealed (it renews nothing), as of its last answer.",
+        MetricType::GAUGE,
+        n,
+    );
+    let mut standby = family(
+        "vault_health_standby",
+        "1 if the Vault node is a standby, as of its last answer.",
+        MetricType::GAUGE,
+        n,
+    );
+    let mut info = family(
+        "vault_health_info",
+        "Version and cluster name of the Vault, as of its last answer; the value is 1.",
+        MetricType::GAUGE,
+        n,
+    );
+    let mut skew = family(
+            "vault_health_clock_skew_seconds",
+            "Vault's clock (sys/health server_time_utc) minus the exporter's; token expiry timestamps are off by this much.",
+            MetricType::GAUGE,
+            n,
+        );
+    for ((vault, _), s) in vaults.iter().zip(snapshots) {
+        let name = || vec![label("vault", vault)];
+        let Some(is_up) = s.up else { continue };
+        up.mut_metric()
+            .push(gauge(name(), f64::from(u8::from(is_up))));
+        if !is_up {
+            continue;
+        }
+        sealed
+            .mut_metric()
+            .push(gauge(name(), f64::from(u8::from(s.sealed))));
+        standby
+            .mut_metric()
+            .push(gauge(name(), f64::from(u8::from(s.standby))));
+        if let Some((version, cluster_name)) = &s.info {
+            info.mut_metric().push(gauge(
+                vec![
+                    label("vault", vault),
+                    label("version", version),
+                    label("cluster_name", cluster_name),
+                ],
+                1.0,
+            ));
+        }
+        if let Some(seconds) = s.clock_skew {
+            skew.mut_metric().push(gauge(name(), seconds));
+        }
+    }
+    [up, sealed, standby, info, skew]
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
+}
+
+/// The vault set a text was written for: the same set, not an equal one.
+struct SameSet(Vaults);
+
+impl PartialEq for SameSet {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
 impl Collect for HealthCollector {
     fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), CollectError> {
         let vaults = self.vaults.current();
-        let n = vaults.len();
-        let mut up = family(
-            "vault_health_up",
-            "1 if the Vault answered its last sys/health poll, 0 if not; absent before the first poll.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut sealed = family(
-            "vault_health_sealed",
-            "1 if the Vault is sealed (it renews nothing), as of its last answer.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut standby = family(
-            "vault_health_standby",
-            "1 if the Vault node is a standby, as of its last answer.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut info = family(
-            "vault_health_info",
-            "Version and cluster name of the Vault, as of its last answer; the value is 1.",
-            MetricType::GAUGE,
-            n,
-        );
-        let mut skew = family(
-            "vault_health_clock_skew_seconds",
-            "Vault's clock (sys/health server_time_utc) minus the exporter's; token expiry timestamps are off by this much.",
-            MetricType::GAUGE,
-            n,
-        );
-        for (vault, state) in vaults.iter() {
-            let s = state.snapshot();
-            let name = || vec![label("vault", vault)];
-            let Some(is_up) = s.up else { continue };
-            up.mut_metric()
-                .push(gauge(name(), f64::from(u8::from(is_up))));
-            if !is_up {
-                continue;
-            }
-            sealed
-                .mut_metric()
-                .push(gauge(name(), f64::from(u8::from(s.sealed))));
-            standby
-                .mut_metric()
-                .push(gauge(name(), f64::from(u8::from(s.standby))));
-            if let Some((version, cluster_name)) = &s.info {
-                info.mut_metric().push(gauge(
-                    vec![
-                        label("vault", vault),
-                        label("version", version),
-                        label("cluster_name", cluster_name),
-                    ],
-                    1.0,
-                ));
-            }
-            if let Some(seconds) = s.clock_skew {
-                skew.mut_metric().push(gauge(name(), seconds));
-            }
-        }
-        out.extend(
-            [up, sealed, standby, info, skew]
-                .into_iter()
-                .filter(|f| !f.get_metric().is_empty()),
-        );
+        let snapshots: Vec<_> = vaults.iter().map(|(_, state)| state.snapshot()).collect();
+        out.extend(families(&vaults, &snapshots));
         Ok(())
+    }
+
+    /// Health changes at each poll, not each scrape: the text is kept in between.
+    fn write_text(&self, out: &mut TextOut) -> Result<(), CollectError> {
+        let vaults = self.vaults.current();
+        let snapshots: Vec<_> = vaults.iter().map(|(_, state)| state.snapshot()).collect();
+        self.text
+            .write((SameSet(vaults), snapshots), out, |key, fresh| {
+                let (SameSet(vaults), snapshots) = key;
+                families(vaults, snapshots)
+                    .into_iter()
+                    .try_for_each(|family| {
+                        fresh
+                            .push_family(family)
+                            .map_err(|e| CollectError(format!("cannot encode: {e}")))
+                    })
+            })
     }
 }
 
@@ -445,12 +479,23 @@ mod tests {
         }
     }
 
+    /// The collector's text; the scrape path's (kept between polls) must be what the
+    /// registry path encodes, after every change.
     fn text(collector: &HealthCollector) -> String {
         let mut families = Vec::new();
         collector.collect(&mut families).unwrap();
+        // In name order, as a registry gathers them.
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
         prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &families, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
+        let encoded = String::from_utf8(out).unwrap();
+        for _ in 0..2 {
+            let mut direct = TextOut::default();
+            collector.write_text(&mut direct).unwrap();
+            let direct = String::from_utf8(direct.into_ordered().into_vec()).unwrap();
+            assert_eq!(direct, encoded, "the kept text is stale");
+        }
+        encoded
     }
 
     #[test]

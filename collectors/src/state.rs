@@ -169,10 +169,12 @@ pub struct TokenState {
     duration_count: AtomicU64,
     duration_sum: AtomicF64,
     info: RwLock<Option<TokenInfo>>,
+    /// Bumped at every [`TokenState::set_info`].
+    info_changes: AtomicU64,
 }
 
 /// What a scrape sees of a [`TokenState`], read once.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     pub renewals: [u64; 3],
     pub failures: [u64; 10],
@@ -232,6 +234,7 @@ impl TokenState {
             duration_count: AtomicU64::new(0),
             duration_sum: AtomicF64(AtomicU64::new(0f64.to_bits())),
             info: RwLock::new(None),
+            info_changes: AtomicU64::new(0),
         }
     }
 
@@ -279,7 +282,14 @@ impl TokenState {
             auth_path: cap_label(info.auth_path),
             policies: cap_label(info.policies),
         };
-        *self.info.write().unwrap_or_else(|e| e.into_inner()) = Some(info);
+        let mut kept = self.info.write().unwrap_or_else(|e| e.into_inner());
+        *kept = Some(info);
+        self.info_changes.fetch_add(1, Relaxed);
+    }
+
+    /// How many times the info labels were set: they changed unless this is the same.
+    pub fn info_changes(&self) -> u64 {
+        self.info_changes.load(Relaxed)
     }
 
     pub fn info(&self) -> Option<TokenInfo> {

@@ -19,7 +19,7 @@ use crate::clock::unix_now;
 use crate::collect::{Collect, CollectError};
 use crate::error::Reason;
 use crate::family::{
-    counter, describe, family, gauge, histogram, label, Buckets, FamilyText, Label, TextOut,
+    counter, describe, family, gauge, histogram, label, Buckets, Label, Lines, TextCache, TextOut,
 };
 use crate::state::{
     Outcome, Snapshot, TokenInfo, TokenSet, TokenState, TokenStatus, DURATION_BUCKETS,
@@ -37,6 +37,9 @@ struct TokenFamily {
 enum Series {
     /// One series, absent while the reading is `None`.
     One(fn(&Seen) -> Option<f64>),
+    /// Like `One`, for a value that moves with the scrape's clock (the TTL): written at
+    /// every scrape, where the other families' text is kept until their state changes.
+    Countdown(fn(&Seen) -> Option<f64>),
     /// One series per value of a second label, read by the value's position in `values`.
     Each {
         label: &'static str,
@@ -82,7 +85,7 @@ const FAMILIES: [TokenFamily; 14] = [
         name: "vault_token_expiry_timestamp_seconds",
         help: "Unix time the token expires.",
         kind: MetricType::GAUGE,
-        series: Series::One(|seen| seen.ttl.and(seen.s.expiry)),
+        series: Series::One(|seen| seen.s.expiry),
     },
     TokenFamily {
         name: "vault_token_max_expiry_timestamp_seconds",
@@ -100,7 +103,7 @@ const FAMILIES: [TokenFamily; 14] = [
         name: "vault_token_ttl_seconds",
         help: "Seconds until the token expires, 0 once expired.",
         kind: MetricType::GAUGE,
-        series: Series::One(|seen| seen.ttl),
+        series: Series::Countdown(|seen| seen.ttl),
     },
     TokenFamily {
         name: "vault_token_renewable",
@@ -177,7 +180,7 @@ fn describe_families() -> Vec<Desc> {
         match &f.series {
             Series::Each { label, .. } => labels.push(label),
             Series::Info(read) => labels.extend(read(&TokenInfo::default()).map(|(k, _)| k)),
-            Series::One(_) | Series::Histogram { .. } => {}
+            Series::One(_) | Series::Countdown(_) | Series::Histogram { .. } => {}
         }
         describe(f.name, f.help, &labels)
     };
@@ -219,7 +222,7 @@ enum TextSeries {
 impl TextSeries {
     fn new(series: &Series) -> TextSeries {
         match series {
-            Series::One(read) => TextSeries::One(*read),
+            Series::One(read) | Series::Countdown(read) => TextSeries::One(*read),
             Series::Each {
                 label,
                 values,
@@ -245,7 +248,7 @@ impl TextSeries {
     }
 
     /// Writes the series of one token.
-    fn write(&self, out: &mut FamilyText, vault: &Label, token: &TokenState, seen: &Seen) {
+    fn write(&self, out: &mut Lines, vault: &Label, token: &TokenState, seen: &Seen) {
         match self {
             TextSeries::One(read) => {
                 if let Some(v) = read(seen) {
@@ -273,6 +276,8 @@ impl TextSeries {
 /// Exports the state of every configured token.
 pub struct TokenCollector {
     tokens: Vec<Arc<TokenState>>,
+    /// The text of every family but the countdowns, kept while no token changes.
+    kept: TextCache<Vec<Unchanged>>,
     /// Indexes into `tokens` by name: the order `Registry::gather` sorts series in
     /// (names are unique, so they decide).
     by_name: Vec<usize>,
@@ -287,6 +292,7 @@ impl TokenCollector {
         let mut by_name: Vec<usize> = (0..tokens.len()).collect();
         by_name.sort_by(|a, b| tokens[*a].vault.cmp(&tokens[*b].vault));
         TokenCollector {
+            kept: TextCache::default(),
             by_name,
             vault: tokens
                 .iter()
@@ -320,7 +326,7 @@ impl TokenCollector {
             for (token, seen) in self.tokens.iter().zip(&seen) {
                 let vault = || label("vault", &token.vault);
                 match &f.series {
-                    Series::One(read) => {
+                    Series::One(read) | Series::Countdown(read) => {
                         if let Some(v) = read(seen) {
                             metrics.push(series(vec![vault()], v));
                         }
@@ -364,11 +370,48 @@ impl TokenCollector {
             .iter()
             .map(|&i| (i, Seen::at(&self.tokens[i], now)))
             .collect();
-        for (f, text) in FAMILIES.iter().zip(&self.text) {
-            let mut family = out.family(f.name, f.help, f.kind);
-            for (i, seen) in &seen {
-                text.write(&mut family, &self.vault[*i], &self.tokens[*i], seen);
+        let write = |out: &mut TextOut, countdowns: bool| {
+            let families = FAMILIES.iter().zip(&self.text);
+            for (f, text) in families.filter(|(f, _)| is_countdown(f) == countdowns) {
+                let mut family = out.family(f.name, f.help, f.kind);
+                let mut lines = family.lines();
+                for (i, seen) in &seen {
+                    text.write(&mut lines, &self.vault[*i], &self.tokens[*i], seen);
+                }
             }
+        };
+        let unchanged = seen
+            .iter()
+            .map(|(i, seen)| Unchanged::of(&self.tokens[*i], seen))
+            .collect();
+        let kept = self.kept.write(unchanged, out, |_, fresh| {
+            write(fresh, false);
+            Ok::<_, std::convert::Infallible>(())
+        });
+        let Ok(()) = kept;
+        write(out, true);
+    }
+}
+
+fn is_countdown(f: &TokenFamily) -> bool {
+    matches!(f.series, Series::Countdown(_))
+}
+
+/// Everything but the countdowns is written from: while it is equal, so is their text.
+#[derive(PartialEq)]
+struct Unchanged {
+    s: Snapshot,
+    /// Moves with the clock too (`expired` once past the expiry).
+    status: TokenStatus,
+    info_changes: u64,
+}
+
+impl Unchanged {
+    fn of(token: &TokenState, seen: &Seen) -> Unchanged {
+        Unchanged {
+            s: seen.s.clone(),
+            status: seen.status,
+            info_changes: token.info_changes(),
         }
     }
 }
@@ -638,6 +681,65 @@ mod tests {
         let mut out = TextOut::default();
         collector.write_text_at(now, &mut out);
         String::from_utf8(out.into_ordered().into_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_kept_text_follows_every_change_and_the_ttl_every_scrape() {
+        use crate::state::TokenInfo;
+        let token = Arc::new(TokenState::new("prod"));
+        token.set_status(TokenStatus::Renewing);
+        token.set_renewable(true);
+        token.expiry.set(1000.0);
+        let collector = TokenCollector::new(vec![token.clone()]);
+        // What a collector that never kept anything writes.
+        let afresh = |now| direct(&TokenCollector::new(vec![token.clone()]), now);
+        let scrape = |now| {
+            let text = direct(&collector, now);
+            assert_eq!(text, afresh(now), "kept text differs at {now}");
+            text
+        };
+        let ttl = |text: &str| value(text, "vault_token_ttl_seconds{vault=\"prod\"}");
+        assert_eq!(ttl(&scrape(400.0)), Some(600.0));
+        assert_eq!(
+            ttl(&scrape(401.5)),
+            Some(598.5),
+            "nothing changed, the TTL did"
+        );
+
+        token.count(Outcome::Success);
+        token.observe_duration(0.02);
+        let renewed = scrape(402.0);
+        assert!(renewed.contains("vault_token_renewals_total{vault=\"prod\",result=\"success\"} 1"));
+        assert!(renewed.contains("vault_token_renewal_duration_seconds_count{vault=\"prod\"} 1"));
+        token.set_info(TokenInfo {
+            display_name: "first".into(),
+            ..TokenInfo::default()
+        });
+        assert!(scrape(403.0).contains("display_name=\"first\""));
+        token.set_info(TokenInfo {
+            display_name: "second".into(),
+            ..TokenInfo::default()
+        });
+        assert!(
+            scrape(404.0).contains("display_name=\"second\""),
+            "same size, new text"
+        );
+        token.count_failure(Reason::Network);
+        token.set_capped(true);
+        token.max_expiry.set(1000.0);
+        let capped = scrape(405.0);
+        assert!(capped.contains("vault_token_capped{vault=\"prod\"} 1"));
+        assert!(capped.contains("vault_token_consecutive_failures{vault=\"prod\"} 1"));
+        // No worker writes anything when the token expires: the clock alone moves it.
+        let expired = scrape(1000.5);
+        assert_eq!(
+            value(
+                &expired,
+                "vault_token_state{vault=\"prod\",state=\"expired\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(ttl(&expired), Some(0.0));
     }
 
     #[test]

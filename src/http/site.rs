@@ -6,10 +6,11 @@
 //! `--web.enable-lifecycle`. Other methods get 405, other paths 404.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use collectors::collector::Collectors;
+use collectors::family::OrderedText;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tiny_http::{Header, Response, ResponseBox, StatusCode};
 
@@ -44,48 +45,91 @@ pub struct Site {
     /// The status page at `/` (the telemetry path is its argument); a bare landing page
     /// without it.
     pub status_page: Option<StatusPage>,
-    /// Size of the last scrape, to allocate the next one in one go.
-    last_size: AtomicUsize,
     renders: Coalesce<Rendered>,
 }
 
 /// One scrape's text, and its gzip once a client asked for it.
 struct Rendered {
-    text: Vec<u8>,
+    text: Text,
     gzip: OnceLock<Option<Vec<u8>>>,
 }
 
-/// A response body read from a shared render.
+/// A scrape's text: the collectors' pieces (much of it shared with earlier scrapes,
+/// see `TextCache`), or one buffer from a registry.
+enum Text {
+    Pieces(OrderedText),
+    Whole(Vec<u8>),
+}
+
+impl Text {
+    fn piece(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            Text::Pieces(text) => text.piece(i),
+            Text::Whole(text) => (i == 0).then_some(text),
+        }
+    }
+
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        (0..).map_while(|i| self.piece(i))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Text::Pieces(text) => text.len(),
+            Text::Whole(text) => text.len(),
+        }
+    }
+}
+
+/// A response body read from a shared render, piece by piece.
 struct SharedBody {
     rendered: Arc<Rendered>,
     gzip: bool,
+    piece: usize,
     pos: usize,
 }
 
 impl SharedBody {
-    fn content(&self) -> &[u8] {
+    fn gzipped(&self) -> Option<&[u8]> {
         match (self.gzip, self.rendered.gzip.get()) {
-            (true, Some(Some(compressed))) => compressed,
-            _ => &self.rendered.text,
+            (true, Some(Some(compressed))) => Some(compressed),
+            _ => None,
         }
+    }
+
+    fn len(&self) -> usize {
+        self.gzipped()
+            .map_or_else(|| self.rendered.text.len(), <[u8]>::len)
     }
 }
 
 impl Read for SharedBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (&self.content()[self.pos..]).read(buf)?;
-        self.pos += n;
-        Ok(n)
+        loop {
+            let piece = match self.gzipped() {
+                Some(compressed) => (self.piece == 0).then_some(compressed),
+                None => self.rendered.text.piece(self.piece),
+            };
+            let Some(piece) = piece else { return Ok(0) };
+            let n = (&piece[self.pos..]).read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.pos += n;
+                return Ok(n);
+            }
+            self.piece += 1;
+            self.pos = 0;
+        }
     }
 }
 
 /// gzip at the fastest level (a 2.5 MB scrape shrinks to about 6 %); `None` on failure.
-fn compress(text: &[u8]) -> Option<Vec<u8>> {
+fn compress(text: &Text) -> Option<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(text.len() / 8 + 64),
         flate2::Compression::fast(),
     );
-    match encoder.write_all(text).and_then(|_| encoder.finish()) {
+    let written = text.pieces().try_for_each(|piece| encoder.write_all(piece));
+    match written.and_then(|_| encoder.finish()) {
         Ok(compressed) => Some(compressed),
         Err(e) => {
             log::error!("cannot compress metrics: {e}");
@@ -118,32 +162,35 @@ impl Site {
             headers: Vec::new(),
             reload: None,
             status_page: None,
-            last_size: AtomicUsize::new(16 * 1024),
             renders: Coalesce::default(),
         }
     }
 
     /// The exposition text of one scrape.
     pub fn render_metrics(&self) -> Vec<u8> {
-        self.render().text.clone()
+        let rendered = self.render();
+        let mut text = Vec::with_capacity(rendered.text.len());
+        rendered
+            .text
+            .pieces()
+            .for_each(|piece| text.extend_from_slice(piece));
+        text
     }
 
     /// One scrape's text, shared with the scrapes that arrive while it renders.
     fn render(&self) -> Arc<Rendered> {
         self.renders.get(|| {
-            let size_hint = self.last_size.load(Ordering::Relaxed) + 4096;
             let text = match &self.source {
-                Source::Collectors(collectors) => collectors.write_text(size_hint).into_vec(),
+                Source::Collectors(collectors) => Text::Pieces(collectors.write_text()),
                 Source::Registry(registry) => {
                     let families = registry.gather();
-                    let mut body = Vec::with_capacity(size_hint);
+                    let mut body = Vec::new();
                     if let Err(e) = TextEncoder::new().encode(&families, &mut body) {
                         log::error!("cannot encode metrics: {e}");
                     }
-                    body
+                    Text::Whole(body)
                 }
             };
-            self.last_size.store(text.len(), Ordering::Relaxed);
             Rendered {
                 text,
                 gzip: OnceLock::new(),
@@ -171,9 +218,10 @@ impl Site {
         let body = SharedBody {
             rendered,
             gzip,
+            piece: 0,
             pos: 0,
         };
-        let len = body.content().len();
+        let len = body.len();
         Response::new(StatusCode(200), headers, Box::new(body), Some(len), None)
     }
 
