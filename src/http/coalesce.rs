@@ -1,11 +1,12 @@
 //! Scrapes that arrive while a scrape is being rendered share that render.
 //!
-//! Rendering is most of a scrape's cost (about 5 ms at 1000 tokens, against 2 ms to send
-//! the bytes). Several Prometheus servers (an HA pair, a federation, a person with curl)
-//! often ask at the same moment; each waiting for the render already under way costs
-//! them less than a millisecond of staleness and saves a render each. No render is kept
-//! for later: a scrape that finds none under way renders afresh, so values stay those of
-//! the moment of the scrape (TTLs count down between scrapes as ever).
+//! A render after a token changed costs about 2.6 ms at 1000 tokens, and its gzip about
+//! 7 ms (the collectors keep the text of unchanged tokens, but not the TTLs, nor the
+//! compressed bytes). Several Prometheus servers (an HA pair, a federation, a person
+//! with curl) often ask at the same moment; each waiting for the render already under
+//! way costs them less than a millisecond of staleness and saves a render and a gzip
+//! each. No render is kept for later: a scrape that finds none under way renders afresh,
+//! so values stay those of the moment of the scrape (TTLs count down between scrapes).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
