@@ -1,5 +1,6 @@
 //! Small builders for what collectors hand out: protobuf metric families for the
-//! registry, and the text format written directly for the scrape path ([`TextOut`]).
+//! registry, and the text format written directly for the scrape path ([`TextOut`]),
+//! with the text kept between scrapes while nothing it shows changed ([`TextCache`]).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -89,7 +90,8 @@ pub fn histogram(
 // ---------------------------------------------------------------------------------------
 
 /// One scrape in the Prometheus text format, as collectors write it: one buffer, and
-/// where each family's text lies, so that the families can be served in name order (as
+/// where each family's text lies (in it, or in a text kept from an earlier scrape, see
+/// [`TextCache`]), so that the families can be served in name order (as
 /// `Registry::gather` orders them) without building protobuf structures or copying text.
 ///
 /// Collectors with many series write them through [`TextOut::family`], whose
@@ -550,6 +552,13 @@ impl OrderedText {
         let p = self.pieces.get(i)?;
         let buf = p.frozen.as_deref().unwrap_or(&self.buf);
         Some(&buf[p.range.clone()])
+    }
+
+    /// The kept text the `i`-th piece lies in, and where; `None` for text written by
+    /// this scrape.
+    pub fn kept_piece(&self, i: usize) -> Option<(&Arc<[u8]>, Range<usize>)> {
+        let p = self.pieces.get(i)?;
+        Some((p.frozen.as_ref()?, p.range.clone()))
     }
 
     /// The whole text in one buffer.

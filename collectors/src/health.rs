@@ -252,7 +252,7 @@ impl Drop for HealthPoller {
 
 /// Every configured `vault` name with the state of the Vault it points at, in
 /// configuration order; shared by the collector and the status page, replaced whole by a
-/// reload (as [`crate::collector::TokenSet`] is, for the same reasons).
+/// reload (as [`crate::state::TokenSet`] is, for the same reasons).
 #[derive(Clone, Default)]
 pub struct HealthSet(Arc<RwLock<Vaults>>);
 

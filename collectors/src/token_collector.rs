@@ -1,13 +1,15 @@
 //! The `token` collector: every `vault_token_*` series of every configured token, read from
 //! the workers' atomics at scrape time (TTLs count down between renewals without any
-//! worker waking up).
+//! worker waking up). The text of every family but the TTL's is kept while what it is
+//! written from stays the same (see `Unchanged`): a scrape between two changes writes
+//! the TTL lines only.
 //!
 //! The families are described once, in [`FAMILIES`]: name, help, type, labels and how
 //! each value is read from what a scrape saw of a token. Two outputs follow that one
 //! description: [`TokenCollector::families_at`] builds protobuf families (the prometheus
 //! `Collector` a library user registers in any registry), and
 //! [`TokenCollector::write_text_at`], the scrape path, writes the text format directly
-//! through [`FamilyText`], byte for byte what `TextEncoder` writes for the registry's
+//! through [`crate::family::FamilyText`], byte for byte what `TextEncoder` writes for the registry's
 //! families, without the ~5 allocations per series the protobuf structures cost.
 
 use std::sync::{Arc, RwLock};

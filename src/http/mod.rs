@@ -8,6 +8,7 @@
 //!     auth.rs    basic auth: bcrypt verdicts cached both ways, bounded bcrypt turns
 //!     site.rs    the routes: telemetry path (gzip), /, /-/healthy, /-/ready, /-/reload
 //!       coalesce.rs  scrapes that arrive during a render share it
+//!       gzip.rs      gzip piece by piece: kept text is compressed once
 //! web_config.rs  --web.config.file: TLS (client auth, certificate reload) and users
 //! ```
 //!
@@ -22,6 +23,7 @@
 mod auth;
 mod coalesce;
 mod conn;
+mod gzip;
 mod listen;
 pub mod request;
 mod site;

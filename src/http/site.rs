@@ -5,16 +5,17 @@
 //! status page `/`, `/-/healthy`, `/-/ready`, and `POST /-/reload` with
 //! `--web.enable-lifecycle`. Other methods get 405, other paths 404.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use collectors::collector::Collectors;
-use collectors::family::OrderedText;
-use prometheus::{Encoder, Registry, TextEncoder};
+use collectors::family::{OrderedText, TextOut};
+use prometheus::Registry;
 use tiny_http::{Header, Response, ResponseBox, StatusCode};
 
 use super::coalesce::Coalesce;
+use super::gzip::GzipPieces;
 use super::request::Request;
 
 /// Where scrapes come from.
@@ -46,39 +47,14 @@ pub struct Site {
     /// without it.
     pub status_page: Option<StatusPage>,
     renders: Coalesce<Rendered>,
+    gzip: GzipPieces,
 }
 
-/// One scrape's text, and its gzip once a client asked for it.
+/// One scrape's text (much of it kept from earlier scrapes, see `TextCache`), and its
+/// gzip once a client asked for it.
 struct Rendered {
-    text: Text,
+    text: OrderedText,
     gzip: OnceLock<Option<Vec<u8>>>,
-}
-
-/// A scrape's text: the collectors' pieces (much of it shared with earlier scrapes,
-/// see `TextCache`), or one buffer from a registry.
-enum Text {
-    Pieces(OrderedText),
-    Whole(Vec<u8>),
-}
-
-impl Text {
-    fn piece(&self, i: usize) -> Option<&[u8]> {
-        match self {
-            Text::Pieces(text) => text.piece(i),
-            Text::Whole(text) => (i == 0).then_some(text),
-        }
-    }
-
-    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
-        (0..).map_while(|i| self.piece(i))
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Text::Pieces(text) => text.len(),
-            Text::Whole(text) => text.len(),
-        }
-    }
 }
 
 /// A response body read from a shared render, piece by piece.
@@ -122,22 +98,6 @@ impl Read for SharedBody {
     }
 }
 
-/// gzip at the fastest level (a 2.5 MB scrape shrinks to about 6 %); `None` on failure.
-fn compress(text: &Text) -> Option<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(text.len() / 8 + 64),
-        flate2::Compression::fast(),
-    );
-    let written = text.pieces().try_for_each(|piece| encoder.write_all(piece));
-    match written.and_then(|_| encoder.finish()) {
-        Ok(compressed) => Some(compressed),
-        Err(e) => {
-            log::error!("cannot compress metrics: {e}");
-            None
-        }
-    }
-}
-
 impl Site {
     /// Serves what `registry` gathers.
     pub fn new(registry: Registry, telemetry_path: String, ready: Arc<AtomicBool>) -> Site {
@@ -163,6 +123,7 @@ impl Site {
             reload: None,
             status_page: None,
             renders: Coalesce::default(),
+            gzip: GzipPieces::default(),
         }
     }
 
@@ -181,14 +142,16 @@ impl Site {
     fn render(&self) -> Arc<Rendered> {
         self.renders.get(|| {
             let text = match &self.source {
-                Source::Collectors(collectors) => Text::Pieces(collectors.write_text()),
+                Source::Collectors(collectors) => collectors.write_text(),
                 Source::Registry(registry) => {
-                    let families = registry.gather();
-                    let mut body = Vec::new();
-                    if let Err(e) = TextEncoder::new().encode(&families, &mut body) {
-                        log::error!("cannot encode metrics: {e}");
+                    // The families as gathered, each encoded by `TextEncoder`.
+                    let mut out = TextOut::default();
+                    for family in registry.gather() {
+                        if let Err(e) = out.push_family(family) {
+                            log::error!("cannot encode metrics: {e}");
+                        }
                     }
-                    Text::Whole(body)
+                    out.into_ordered()
                 }
             };
             Rendered {
@@ -206,11 +169,14 @@ impl Site {
         ];
         if gzip {
             // Compressed once per render, for every scrape that shares it.
-            if rendered
-                .gzip
-                .get_or_init(|| compress(&rendered.text))
-                .is_none()
-            {
+            let compress = || match self.gzip.compress(&rendered.text) {
+                Ok(compressed) => Some(compressed),
+                Err(e) => {
+                    log::error!("cannot compress metrics: {e}");
+                    None
+                }
+            };
+            if rendered.gzip.get_or_init(compress).is_none() {
                 return self.answer(500);
             }
             headers.push(header("Content-Encoding", "gzip"));
