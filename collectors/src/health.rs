@@ -10,7 +10,7 @@
 //! settings) every `health_interval` and writes a [`HealthState`]; the collector reads the
 //! states at scrape time, once for every configured `vault` name that points there.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,8 @@ pub struct HealthState {
     standby: AtomicBool,
     skew: AtomicF64,
     info: RwLock<Option<(String, String)>>,
+    /// Polls recorded, counted after each is written: the text is unchanged while this is.
+    polls: AtomicU64,
 }
 
 impl Default for HealthState {
@@ -136,6 +138,7 @@ impl Default for HealthState {
             standby: AtomicBool::new(false),
             skew: AtomicF64::absent(),
             info: RwLock::new(None),
+            polls: AtomicU64::new(0),
         }
     }
 }
@@ -179,6 +182,12 @@ impl HealthState {
             }
             Err(_) => self.outcome.store(UNREACHABLE, Ordering::Release),
         }
+        self.polls.fetch_add(1, Ordering::Release);
+    }
+
+    /// Polls recorded so far; what [`HealthState::snapshot`] shows changes only with it.
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Acquire)
     }
 
     /// The state, read once.
@@ -286,7 +295,8 @@ impl HealthSet {
 /// The `vault` collector: one set of `vault_health_*` series per configured vault name.
 pub struct HealthCollector {
     vaults: HealthSet,
-    text: TextCache<(SameSet, Vec<HealthSnapshot>)>,
+    /// Keyed by the polls recorded of each vault.
+    text: TextCache<(SameSet, Vec<u64>)>,
 }
 
 impl HealthCollector {
@@ -386,11 +396,12 @@ impl Collect for HealthCollector {
     /// Health changes at each poll, not each scrape: the text is kept in between.
     fn write_text(&self, out: &mut TextOut) -> Result<(), CollectError> {
         let vaults = self.vaults.current();
-        let snapshots: Vec<_> = vaults.iter().map(|(_, state)| state.snapshot()).collect();
+        let polls = vaults.iter().map(|(_, state)| state.polls()).collect();
         self.text
-            .write((SameSet(vaults), snapshots), out, |key, fresh| {
-                let (SameSet(vaults), snapshots) = key;
-                families(vaults, snapshots)
+            .write((SameSet(vaults), polls), out, |key, fresh| {
+                let SameSet(vaults) = &key.0;
+                let snapshots: Vec<_> = vaults.iter().map(|(_, state)| state.snapshot()).collect();
+                families(vaults, &snapshots)
                     .into_iter()
                     .try_for_each(|family| {
                         fresh
