@@ -640,7 +640,10 @@ fn site_server(n: usize) -> RefServer {
             close: false,
             gzip: false,
         };
-        let response = site.respond(&scrape).with_chunked_threshold(usize::MAX);
+        let response = site
+            .respond(&scrape)
+            .into_response()
+            .with_chunked_threshold(usize::MAX);
         let _ = request.respond(response);
     }))
 }

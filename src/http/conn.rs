@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::{ServerConfig, ServerConnection};
-use tiny_http::{HTTPVersion, Header, ResponseBox};
+use tiny_http::{HTTPVersion, Header};
 
 use super::auth::Verdict;
 use super::listen::{now_ms, Slot, WAITING};
 use super::request::{self, Request};
+use super::site::Reply;
 use super::{
     Gate, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_REQUEST_HEAD, REQUEST_HEAD_TIMEOUT, WRITE_TIMEOUT,
 };
@@ -145,7 +146,7 @@ impl Conn<'_> {
     }
 
     /// Basic auth, then the site.
-    fn answer(&self, gate: &Gate, request: &Request) -> (ResponseBox, bool) {
+    fn answer(&self, gate: &Gate, request: &Request) -> (Reply, bool) {
         let auth = gate
             .basic_auth
             .read()
@@ -162,8 +163,8 @@ impl Conn<'_> {
             self.slot.evictable_from(u64::MAX);
             match verdict {
                 Verdict::Allowed => {}
-                Verdict::Denied => return (gate.site.answer(401), request.close),
-                Verdict::Busy => return (gate.site.answer(429), true),
+                Verdict::Denied => return (gate.site.answer(401).into(), request.close),
+                Verdict::Busy => return (gate.site.answer(429).into(), true),
             }
         }
         (gate.site.respond(request), request.close)
@@ -172,16 +173,18 @@ impl Conn<'_> {
     /// Answers a refused head with `status`; the connection closes after it.
     fn refuse(&mut self, gate: &Gate, status: u16) {
         log::debug!("HTTP request from {} refused: {status}", self.peer());
-        let _ = self.send(gate.site.answer(status), HTTPVersion(1, 1), false, true);
+        let refusal = gate.site.answer(status).into();
+        let _ = self.send(refusal, HTTPVersion(1, 1), false, true);
     }
 
     fn send(
         &mut self,
-        mut response: ResponseBox,
+        reply: Reply,
         version: HTTPVersion,
         head_only: bool,
         close: bool,
     ) -> io::Result<()> {
+        let Reply { mut response, body } = reply;
         if close {
             response.add_header(Header::from_bytes("Connection", "close").expect("valid"));
         }
@@ -189,7 +192,11 @@ impl Conn<'_> {
         let response = response.with_chunked_threshold(usize::MAX);
         self.slot.evictable_from(now_ms() + STALLED_MS);
         let mut out = BufWriter::with_capacity(4 * CHUNK, Out(self));
-        response.raw_print(&mut out, version, &[], head_only, None)?;
+        // A scrape body follows the head, written from the render as it lies in memory.
+        response.raw_print(&mut out, version, &[], head_only || body.is_some(), None)?;
+        if let Some(body) = body.filter(|_| !head_only) {
+            body.write_to(&mut out)?;
+        }
         out.flush()
     }
 

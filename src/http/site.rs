@@ -5,7 +5,7 @@
 //! status page `/`, `/-/healthy`, `/-/ready`, and `POST /-/reload` with
 //! `--web.enable-lifecycle`. Other methods get 405, other paths 404.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -33,6 +33,37 @@ pub type ReloadHook = Arc<dyn Fn() -> (u16, String) + Send + Sync>;
 /// Renders the status page; its argument is the telemetry path to link.
 pub type StatusPage = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
+/// The answer to one request: the response, and for the telemetry path the scrape body,
+/// which the connection writes piece by piece after the response's head (the response
+/// then carries the body's length and no body of its own).
+pub struct Reply {
+    pub response: ResponseBox,
+    pub body: Option<ScrapeBody>,
+}
+
+impl Reply {
+    /// One tiny_http response with the body as its reader (for a tiny_http server).
+    pub fn into_response(self) -> ResponseBox {
+        match self.body {
+            Some(body) => {
+                let len = body.len();
+                let reader: Box<dyn Read + Send> = Box::new(body);
+                self.response.with_data(reader, Some(len))
+            }
+            None => self.response,
+        }
+    }
+}
+
+impl From<ResponseBox> for Reply {
+    fn from(response: ResponseBox) -> Reply {
+        Reply {
+            response,
+            body: None,
+        }
+    }
+}
+
 /// What the exporter serves.
 pub struct Site {
     source: Source,
@@ -57,15 +88,15 @@ struct Rendered {
     gzip: OnceLock<Option<Vec<u8>>>,
 }
 
-/// A response body read from a shared render, piece by piece.
-struct SharedBody {
+/// The body of a scrape: a shared render, plain or gzip, written or read piece by piece.
+pub struct ScrapeBody {
     rendered: Arc<Rendered>,
     gzip: bool,
     piece: usize,
     pos: usize,
 }
 
-impl SharedBody {
+impl ScrapeBody {
     fn gzipped(&self) -> Option<&[u8]> {
         match (self.gzip, self.rendered.gzip.get()) {
             (true, Some(Some(compressed))) => Some(compressed),
@@ -73,13 +104,31 @@ impl SharedBody {
         }
     }
 
-    fn len(&self) -> usize {
+    /// Bytes in the body.
+    pub fn len(&self) -> usize {
         self.gzipped()
             .map_or_else(|| self.rendered.text.len(), <[u8]>::len)
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the body to `out`, each piece as it lies in memory: a `BufWriter` passes
+    /// the large ones on without copying them into its buffer.
+    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        match self.gzipped() {
+            Some(compressed) => out.write_all(compressed),
+            None => self
+                .rendered
+                .text
+                .pieces()
+                .try_for_each(|piece| out.write_all(piece)),
+        }
+    }
 }
 
-impl Read for SharedBody {
+impl Read for ScrapeBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let piece = match self.gzipped() {
@@ -161,7 +210,7 @@ impl Site {
         })
     }
 
-    fn metrics(&self, gzip: bool) -> ResponseBox {
+    fn metrics(&self, gzip: bool) -> Reply {
         let rendered = self.render();
         let mut headers = vec![
             header("Content-Type", prometheus::TEXT_FORMAT),
@@ -177,24 +226,35 @@ impl Site {
                 }
             };
             if rendered.gzip.get_or_init(compress).is_none() {
-                return self.answer(500);
+                return self.answer(500).into();
             }
             headers.push(header("Content-Encoding", "gzip"));
         }
-        let body = SharedBody {
+        let body = ScrapeBody {
             rendered,
             gzip,
             piece: 0,
             pos: 0,
         };
-        let len = body.len();
-        Response::new(StatusCode(200), headers, Box::new(body), Some(len), None)
+        let head = Response::new(
+            StatusCode(200),
+            headers,
+            Box::new(io::empty()) as Box<dyn Read + Send>,
+            Some(body.len()),
+            None,
+        );
+        Reply {
+            response: self.with_headers(head),
+            body: Some(body),
+        }
     }
 
     /// Answers one request that passed the gate.
-    pub fn respond(&self, request: &Request) -> ResponseBox {
+    pub fn respond(&self, request: &Request) -> Reply {
         let response = match (request.method.as_str(), request.path.as_str()) {
-            ("GET" | "HEAD", path) if path == self.telemetry_path => self.metrics(request.gzip),
+            ("GET" | "HEAD", path) if path == self.telemetry_path => {
+                return self.metrics(request.gzip)
+            }
             ("GET" | "HEAD", "/") => {
                 let page = match &self.status_page {
                     Some(render) => render(&self.telemetry_path),
@@ -229,7 +289,7 @@ impl Site {
             ("GET" | "HEAD", _) => text(404, "Not Found\n"),
             _ => self.answer(405),
         };
-        self.with_headers(response)
+        self.with_headers(response).into()
     }
 
     /// A plain-text answer of `status` (refusals, 401, 405, 429...), with its headers.
@@ -305,7 +365,7 @@ mod tests {
         let request =
             crate::http::request::parse(b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n")
                 .unwrap();
-        let response = site.respond(&request);
+        let response = site.respond(&request).into_response();
         assert!(response
             .headers()
             .iter()
