@@ -309,39 +309,34 @@ impl HealthCollector {
     }
 }
 
-/// The families of `vaults` as `snapshots` (one per vault, in order) show them.
-fn families(vaults: &Vaults, snapshots: &[HealthSnapshot]) -> Vec<MetricFamily> {
-    let n = vaults.len();
-    let mut up = family(
+/// The `vault_health_*` families (all gauges): up, sealed, standby, info, clock skew.
+const FAMILIES: [(&str, &str); 5] = [
+    (
         "vault_health_up",
         "1 if the Vault answered its last sys/health poll, 0 if not; absent before the first poll.",
-        MetricType::GAUGE,
-        n,
-    );
-    let mut sealed = family(
+    ),
+    (
         "vault_health_sealed",
         "1 if the Vault is sealed (it renews nothing), as of its last answer.",
-        MetricType::GAUGE,
-        n,
-    );
-    let mut standby = family(
+    ),
+    (
         "vault_health_standby",
         "1 if the Vault node is a standby, as of its last answer.",
-        MetricType::GAUGE,
-        n,
-    );
-    let mut info = family(
+    ),
+    (
         "vault_health_info",
         "Version and cluster name of the Vault, as of its last answer; the value is 1.",
-        MetricType::GAUGE,
-        n,
-    );
-    let mut skew = family(
-            "vault_health_clock_skew_seconds",
-            "Vault's clock (sys/health server_time_utc) minus the exporter's; token expiry timestamps are off by this much.",
-            MetricType::GAUGE,
-            n,
-        );
+    ),
+    (
+        "vault_health_clock_skew_seconds",
+        "Vault's clock (sys/health server_time_utc) minus the exporter's; token expiry timestamps are off by this much.",
+    ),
+];
+
+/// The families of `vaults` as `snapshots` (one per vault, in order) show them.
+fn families(vaults: &Vaults, snapshots: &[HealthSnapshot]) -> Vec<MetricFamily> {
+    let [mut up, mut sealed, mut standby, mut info, mut skew] =
+        FAMILIES.map(|(name, help)| family(name, help, MetricType::GAUGE, vaults.len()));
     for ((vault, _), s) in vaults.iter().zip(snapshots) {
         let name = || vec![label("vault", vault)];
         let Some(is_up) = s.up else { continue };
