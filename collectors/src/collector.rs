@@ -264,7 +264,7 @@ mod tests {
     }
 
     fn direct(collectors: &Collectors) -> String {
-        String::from_utf8(collectors.write_text().into_vec()).unwrap()
+        String::from_utf8(collectors.write_text().to_vec()).unwrap()
     }
 
     #[test]

@@ -228,10 +228,7 @@ impl TextOut {
                 ..f
             })
             .collect();
-        FrozenText {
-            bytes: buf.len(),
-            families,
-        }
+        FrozenText { families }
     }
 
     /// Adds the families of `frozen`, shared, not copied.
@@ -288,8 +285,15 @@ fn same_buffer(a: &Option<Arc<[u8]>>, b: &Option<Arc<[u8]>>) -> bool {
 /// Families written once and shared by the scrapes that follow (see [`TextCache`]).
 #[derive(Debug)]
 pub struct FrozenText {
-    bytes: usize,
     families: Vec<TextFamily>,
+}
+
+impl FrozenText {
+    /// Size of the buffer its families lie in.
+    fn bytes(&self) -> usize {
+        let buffer = self.families.first().and_then(|f| f.frozen.as_ref());
+        buffer.map_or(0, |b| b.len())
+    }
 }
 
 /// A collector's text, kept while what it was written from stays the same: scrapes
@@ -323,7 +327,7 @@ impl<K: PartialEq> TextCache<K> {
         let kept = match &*last {
             Some((kept_key, text)) if *kept_key == key => text,
             _ => {
-                let size = last.as_ref().map_or(0, |(_, text)| text.bytes);
+                let size = last.as_ref().map_or(0, |(_, text)| text.bytes());
                 let mut fresh = TextOut::with_capacity(size);
                 write(&key, &mut fresh)?;
                 &last.insert((key, fresh.freeze())).1
@@ -562,7 +566,7 @@ impl OrderedText {
     }
 
     /// The whole text in one buffer.
-    pub fn into_vec(self) -> Vec<u8> {
+    pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len);
         for piece in self.pieces() {
             out.extend_from_slice(piece);
@@ -705,7 +709,7 @@ mod tests {
         let ordered = out.into_ordered();
         assert_eq!(ordered.clashes(), ["b_total"], "written twice");
         let len = ordered.len();
-        let read = ordered.into_vec();
+        let read = ordered.to_vec();
         let expected = "# HELP a A.\n# TYPE a gauge\na{k=\"y\"} 0.5\na{k=\"z\"} 1\n\
                         # HELP b_total B.\n# TYPE b_total counter\nb_total{x=\"1\"} 2\nb_total{x=\"2\"} 3\n";
         assert_eq!(String::from_utf8(read).unwrap(), expected);
@@ -715,7 +719,7 @@ mod tests {
     #[test]
     fn the_typed_writer_writes_what_the_text_encoder_writes() {
         let hostile = "a\"b\\c\nd},x=\"1";
-        let text = |out: TextOut| String::from_utf8(out.into_ordered().into_vec()).unwrap();
+        let text = |out: TextOut| String::from_utf8(out.into_ordered().to_vec()).unwrap();
         let mut typed = TextOut::default();
         typed
             .family("bare", "No \\ labels\n.", MetricType::GAUGE)
@@ -753,7 +757,7 @@ mod tests {
                 Ok::<_, ()>(())
             });
             assert_eq!(kept, Ok(()));
-            String::from_utf8(out.into_ordered().into_vec()).unwrap()
+            String::from_utf8(out.into_ordered().to_vec()).unwrap()
         };
         let first = "# HELP fresh F.\n# TYPE fresh gauge\nfresh 1\n\
                      # HELP kept K.\n# TYPE kept gauge\nkept 7\n";
@@ -784,7 +788,7 @@ mod tests {
         out.family("b", "B.", MetricType::GAUGE)
             .series(&[&Label::new("x", "1")], 1.0);
         out.rollback(mark);
-        let text = String::from_utf8(out.into_ordered().into_vec()).unwrap();
+        let text = String::from_utf8(out.into_ordered().to_vec()).unwrap();
         assert_eq!(text, "# HELP a A.\n# TYPE a gauge\na{x=\"1\"} 1\n");
     }
 }

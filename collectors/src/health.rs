@@ -498,7 +498,7 @@ mod tests {
         for _ in 0..2 {
             let mut direct = TextOut::default();
             collector.write_text(&mut direct).unwrap();
-            let direct = String::from_utf8(direct.into_ordered().into_vec()).unwrap();
+            let direct = String::from_utf8(direct.into_ordered().to_vec()).unwrap();
             assert_eq!(direct, encoded, "the kept text is stale");
         }
         encoded

@@ -497,7 +497,7 @@ mod tests {
         let text = |live: &LiveTokenCollector| {
             let mut out = TextOut::with_capacity(0);
             live.write_text(&mut out).unwrap();
-            String::from_utf8(out.into_ordered().into_vec()).unwrap()
+            String::from_utf8(out.into_ordered().to_vec()).unwrap()
         };
         assert!(text(&live).contains("vault=\"old\""));
         set.replace(vec![prod, Arc::new(TokenState::new("new"))]);
@@ -682,7 +682,7 @@ mod tests {
     fn direct(collector: &TokenCollector, now: f64) -> String {
         let mut out = TextOut::default();
         collector.write_text_at(now, &mut out);
-        String::from_utf8(out.into_ordered().into_vec()).unwrap()
+        String::from_utf8(out.into_ordered().to_vec()).unwrap()
     }
 
     #[test]

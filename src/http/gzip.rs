@@ -134,7 +134,7 @@ mod tests {
     }
 
     fn plain(text: OrderedText) -> Vec<u8> {
-        text.into_vec()
+        text.to_vec()
     }
 
     fn kept_deflated(gzip: &GzipPieces) -> Vec<Arc<Deflated>> {

@@ -178,13 +178,7 @@ impl Site {
 
     /// The exposition text of one scrape.
     pub fn render_metrics(&self) -> Vec<u8> {
-        let rendered = self.render();
-        let mut text = Vec::with_capacity(rendered.text.len());
-        rendered
-            .text
-            .pieces()
-            .for_each(|piece| text.extend_from_slice(piece));
-        text
+        self.render().text.to_vec()
     }
 
     /// One scrape's text, shared with the scrapes that arrive while it renders.
@@ -226,7 +220,7 @@ impl Site {
                 }
             };
             if rendered.gzip.get_or_init(compress).is_none() {
-                return self.answer(500).into();
+                return plain_answer(500).into();
             }
             headers.push(header("Content-Encoding", "gzip"));
         }
@@ -244,7 +238,7 @@ impl Site {
             None,
         );
         Reply {
-            response: self.with_headers(head),
+            response: head,
             body: Some(body),
         }
     }
@@ -253,7 +247,11 @@ impl Site {
     pub fn respond(&self, request: &Request) -> Reply {
         let response = match (request.method.as_str(), request.path.as_str()) {
             ("GET" | "HEAD", path) if path == self.telemetry_path => {
-                return self.metrics(request.gzip)
+                let Reply { response, body } = self.metrics(request.gzip);
+                return Reply {
+                    response: self.with_headers(response),
+                    body,
+                };
             }
             ("GET" | "HEAD", "/") => {
                 let page = match &self.status_page {
@@ -287,25 +285,14 @@ impl Site {
                 panic!("a test asked for a panic")
             }
             ("GET" | "HEAD", _) => text(404, "Not Found\n"),
-            _ => self.answer(405),
+            _ => plain_answer(405),
         };
         self.with_headers(response).into()
     }
 
     /// A plain-text answer of `status` (refusals, 401, 405, 429...), with its headers.
     pub fn answer(&self, status: u16) -> ResponseBox {
-        let reason = StatusCode(status).default_reason_phrase();
-        let mut response = text(status, &format!("{reason}\n"));
-        match status {
-            401 => response.add_header(header(
-                "WWW-Authenticate",
-                "Basic realm=\"vault-token-exporter\"",
-            )),
-            405 => response.add_header(header("Allow", "GET, HEAD")),
-            429 => response.add_header(header("Retry-After", "1")),
-            _ => {}
-        }
-        self.with_headers(response)
+        self.with_headers(plain_answer(status))
     }
 
     fn with_headers(&self, mut response: ResponseBox) -> ResponseBox {
@@ -322,6 +309,22 @@ impl Site {
 /// check that a panicking handler costs one connection and nothing else.
 #[cfg(debug_assertions)]
 pub const TEST_PANIC: &str = "VAULT_TOKEN_EXPORTER_TEST_PANIC";
+
+/// A plain-text answer of `status`, with the headers its status calls for.
+fn plain_answer(status: u16) -> ResponseBox {
+    let reason = StatusCode(status).default_reason_phrase();
+    let mut response = text(status, &format!("{reason}\n"));
+    match status {
+        401 => response.add_header(header(
+            "WWW-Authenticate",
+            "Basic realm=\"vault-token-exporter\"",
+        )),
+        405 => response.add_header(header("Allow", "GET, HEAD")),
+        429 => response.add_header(header("Retry-After", "1")),
+        _ => {}
+    }
+    response
+}
 
 fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
@@ -353,6 +356,41 @@ mod tests {
     fn the_landing_page_links_the_telemetry_path_escaped() {
         let page = landing_page("/m<\"x");
         assert!(page.contains("href=\"/m&lt;&quot;x\""));
+    }
+
+    #[test]
+    fn configured_headers_come_once_on_every_route() {
+        let mut site = Site::new(
+            Registry::new(),
+            "/metrics".into(),
+            Arc::new(AtomicBool::new(true)),
+        );
+        site.headers = vec![("X-Frame-Options".into(), "deny".into())];
+        for head in [
+            &b"GET /metrics HTTP/1.1\r\n\r\n"[..],
+            b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET /nope HTTP/1.1\r\n\r\n",
+            b"DELETE /metrics HTTP/1.1\r\n\r\n",
+        ] {
+            let request = crate::http::request::parse(head).unwrap();
+            let response = site.respond(&request).response;
+            let count = response
+                .headers()
+                .iter()
+                .filter(|h| h.field.equiv("X-Frame-Options"))
+                .count();
+            assert_eq!(count, 1, "{}", String::from_utf8_lossy(head));
+        }
+        let refusal = site.answer(401);
+        assert_eq!(
+            refusal
+                .headers()
+                .iter()
+                .filter(|h| h.field.equiv("X-Frame-Options"))
+                .count(),
+            1
+        );
     }
 
     #[test]

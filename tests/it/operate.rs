@@ -30,12 +30,7 @@ fn count(double: &VaultDouble, token: &str, path: &str) -> usize {
 
 /// Sends `signal` to the exporter.
 fn kill(exporter: &Exporter, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(exporter.pid().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::send_signal(exporter.pid(), signal);
 }
 
 /// Log lines containing every one of `needles`.

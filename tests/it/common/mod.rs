@@ -411,12 +411,7 @@ impl Exporter {
         timeout: Duration,
     ) -> (std::process::ExitStatus, Duration) {
         let started = Instant::now();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(self.pid(), signal);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return (status, started.elapsed());
@@ -496,4 +491,14 @@ pub fn file_entry(name: &str, address: &str, token_file: &Path, extra: &str) -> 
         "  - name: {name}\n    address: {address}\n    token_file: {}\n    timeout: 1s\n    max_backoff: 2s\n{extra}",
         token_file.display()
     )
+}
+
+/// Sends `signal` (a name: `HUP`, `STOP`...) to process `pid`, as `kill -SIGNAL PID` does.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
 }

@@ -350,12 +350,7 @@ impl OpenBao {
 
     /// SIGSTOP / SIGCONT the server process.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        super::send_signal(self.pid(), signal);
     }
 }
 
